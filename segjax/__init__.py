@@ -1,0 +1,3 @@
+"""segjax: semantic segmentation in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""The Source interface: an indexable dataset of (image, mask) numpy pairs.
+
+Sources do I/O and label mapping only; augmentation lives in transforms.py and batching in
+pipeline.py. `load` runs inside tf.data (via tf.numpy_function), so it must be thread-safe,
+and it raises DataError naming the file for anything wrong with it.
+"""
+import io
+from typing import List, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from segjax.errors import DataError
+
+IGNORE_INDEX = 255
+
+
+class Source:
+  """Base class. Subclasses set `class_names`, `palette` and implement __len__/load/name."""
+  class_names: Sequence[str] = ()
+  palette: np.ndarray = None  # (num_classes, 3) uint8
+
+  def __len__(self) -> int:
+    raise NotImplementedError
+
+  def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Returns image (H, W, 3) uint8 and mask (H, W) uint8 of class ids, 255 = ignore."""
+    raise NotImplementedError
+
+  def name(self, index: int) -> str:
+    """A short stable identifier of example `index` (file stem), used for outputs."""
+    return f"{index:06d}"
+
+
+def read_image(path: str) -> np.ndarray:
+  """RGB uint8 (H, W, 3); DataError naming the file if it is missing or corrupt."""
+  try:
+    with open(path, "rb") as f:
+      img = Image.open(io.BytesIO(f.read()))
+      img.load()
+  except FileNotFoundError:
+    raise DataError(f"{path}: image file not found") from None
+  except Exception as e:  # PIL raises many types for truncated or foreign files.
+    raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+  return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_mask(path: str) -> np.ndarray:
+  """Single-channel uint8 label map (H, W); palette PNGs give their indices."""
+  try:
+    with open(path, "rb") as f:
+      img = Image.open(io.BytesIO(f.read()))
+      img.load()
+  except FileNotFoundError:
+    raise DataError(f"{path}: mask file not found") from None
+  except Exception as e:
+    raise DataError(f"{path}: cannot decode mask ({type(e).__name__}: {e})") from None
+  if img.mode not in ("L", "P", "I", "I;16"):
+    raise DataError(f"{path}: mask must be a single-channel label PNG, got mode {img.mode}")
+  mask = np.asarray(img)
+  if mask.max(initial=0) > 255 or mask.min(initial=0) < 0:
+    raise DataError(f"{path}: mask values must lie in 0..255, found {mask.min()}..{mask.max()}")
+  return mask.astype(np.uint8)
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, num_classes: int,
+               image_path: str, mask_path: str) -> None:
+  """Refuses a mask whose size differs from its image or whose labels exceed the classes."""
+  if image.shape[:2] != mask.shape[:2]:
+    raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                    f"{image_path} is {image.shape[1]}x{image.shape[0]}")
+  bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
+  if bad.any():
+    values = sorted(np.unique(mask[bad]).tolist())
+    raise DataError(f"{mask_path}: label value(s) {values[:5]} outside 0..{num_classes - 1} "
+                    f"(and {IGNORE_INDEX} = ignore); check data.num_classes or the label mapping")
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+  """The PASCAL VOC bit-interleaved palette, distinct colours for any number of classes."""
+  palette = np.zeros((num_classes, 3), np.uint8)
+  for c in range(num_classes):
+    v, r, g, b = c, 0, 0, 0
+    for shift in range(7, -1, -1):
+      r |= ((v >> 0) & 1) << shift
+      g |= ((v >> 1) & 1) << shift
+      b |= ((v >> 2) & 1) << shift
+      v >>= 3
+    palette[c] = (r, g, b)
+  return palette
+
+
+def sorted_files(root: str, suffix: str) -> List[str]:
+  import glob
+  import os
+  return sorted(glob.glob(os.path.join(root, "**", f"*{suffix}"), recursive=True))

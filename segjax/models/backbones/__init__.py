@@ -1,0 +1,2 @@
+"""Backbones register themselves in segjax.models.registry.BACKBONES on import."""
+from segjax.models.backbones import mit  # noqa: F401

@@ -1,0 +1,95 @@
+"""Building blocks shared by backbones and heads."""
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bilinear resize of NHWC `x` to `size` (h, w).
+
+  Half-pixel centres without antialiasing: identical to PyTorch's
+  `F.interpolate(mode="bilinear", align_corners=False)`, which every reference decoder uses.
+  """
+  h, w = int(size[0]), int(size[1])
+  if x.shape[1:3] == (h, w):
+    return x
+  return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), method="bilinear",
+                          antialias=False)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops the whole residual branch per sample (needs rng 'dropout')."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    rng = self.make_rng("dropout")
+    mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class DepthwiseConv(nn.Module):
+  """k x k depthwise convolution, stride 1, 'same' padding, with bias.
+
+  Params are stored as a flax Conv kernel of shape (k, k, 1, C), so checkpoints do not depend
+  on `impl`. impl="shift" computes the convolution as k*k shifted multiply-adds, which XLA
+  fuses into one loop; on CPU it ran several times faster than XLA's grouped convolution
+  (see segjax/tools/benchmark.py). impl="xla" uses `lax.conv_general_dilated` with
+  feature_group_count=C, the better choice on TPU/GPU.
+  """
+  kernel_size: int = 3
+  impl: str = "shift"
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    c = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    dtype = self.dtype or x.dtype
+    x = x.astype(dtype)
+    kernel = kernel.astype(dtype)
+    p = k // 2
+    if self.impl == "xla":
+      y = jax.lax.conv_general_dilated(
+          x, kernel, window_strides=(1, 1), padding=((p, p), (p, p)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    elif self.impl == "shift":
+      h, w = x.shape[1], x.shape[2]
+      xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+      y = None
+      for i in range(k):
+        for j in range(k):
+          term = xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
+          y = term if y is None else y + term
+    else:
+      raise ValueError(f"DepthwiseConv impl must be 'shift' or 'xla', got {self.impl!r}")
+    return y + bias.astype(dtype)
+
+
+class ConvBNAct(nn.Module):
+  """Conv -> BatchNorm -> activation, the unit of most CNN decoders (mmseg's ConvModule)."""
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  dilation: int = 1
+  activation: Optional[Callable] = nn.relu
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    p = self.dilation * (self.kernel_size // 2)
+    x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
+                padding=((p, p), (p, p)), kernel_dilation=self.dilation, use_bias=False,
+                dtype=self.dtype, name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, name="bn")(x)
+    return self.activation(x) if self.activation is not None else x
