@@ -63,17 +63,11 @@ def check_compatible(saved: Dict[str, Any], target: Dict[str, Any], source: str,
           "(different variant or num_classes?)")
 
 
-def _subtree(tree, flat_keys):
-  """The part of nested dict `tree` whose flattened keys are in flat_keys."""
-  out = {}
-  for key, value in _flatten(tree).items():
-    if key in flat_keys:
-      node = out
-      *parents, leaf = key.split("/")
-      for p in parents:
-        node = node.setdefault(p, {})
-      node[leaf] = value
-  return out
+def _select(saved, target):
+  """The leaves of `target` at the keys of `saved` (same nesting, empty dicts kept)."""
+  if isinstance(saved, dict):
+    return {k: _select(v, target[k]) for k, v in saved.items()}
+  return target
 
 
 def _merge(base, update):
@@ -90,11 +84,14 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
     self.workdir = os.path.abspath(workdir)
     options = dict(enable_async_checkpointing=async_save, create=True)
+    # Handlers are named up front so a fresh process can read metadata before any save.
+    handlers = {MODEL: ocp.StandardCheckpointHandler(), CONFIG: ocp.JsonCheckpointHandler()}
     self.latest = ocp.CheckpointManager(
-        os.path.join(self.workdir, LATEST_DIR), item_names=(MODEL, TRAIN, CONFIG),
+        os.path.join(self.workdir, LATEST_DIR),
+        item_handlers={**handlers, TRAIN: ocp.StandardCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **options))
     self.best = ocp.CheckpointManager(
-        os.path.join(self.workdir, BEST_DIR), item_names=(MODEL, CONFIG),
+        os.path.join(self.workdir, BEST_DIR), item_handlers=dict(handlers),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m["mIoU"], best_mode="max",
             keep_checkpoints_without_metrics=False, **options))
@@ -168,8 +165,7 @@ class Checkpointer:
     source = os.path.join(mngr.directory, str(step))
     saved = mngr.item_metadata(step)[MODEL].tree
     check_compatible(saved, target, source, allow_missing=allow_missing)
-    present = _subtree(target, set(_flatten(saved)))
-    abstract = jax.tree.map(_abstract, present)
+    abstract = jax.tree.map(_abstract, _select(saved, target))
     restored = mngr.restore(step, args=ocp.args.Composite(**{
         MODEL: ocp.args.StandardRestore(abstract)}))[MODEL]
     return step, _merge(target, restored) if allow_missing else restored

@@ -8,10 +8,13 @@ Any config field can be overridden: --config.train.batch_size=16. Without --conf
 and predict use the config saved with the checkpoint in DIR. Bad input ends with one line
 `error: ...` (exit status 2) instead of a traceback.
 """
+import logging as py_logging
 import os
 import sys
 
-from absl import app, flags, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF is only tf.data here; hush its C++ logs
+
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -21,6 +24,13 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"], "What to do
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Drops INFO records of orbax (dozens per checkpoint) so the progress lines stay readable."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
 
 
 def run(config, workdir: str, mode: str):
@@ -54,6 +64,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from segjax import parallel
   from segjax.errors import SegjaxError
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)

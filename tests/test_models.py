@@ -1,0 +1,127 @@
+"""Model shapes, exact parameter counts and the registries."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from segjax import models
+from segjax.errors import ConfigError
+from segjax.models import layers
+from segjax.models.registry import BACKBONES, HEADS, MODELS
+from tests.conftest import load_config
+
+# HF transformers SegformerForSemanticSegmentation(num_labels=150).num_parameters() for
+# B0..B5; test_convert re-derives them from HF whenever torch is importable.
+HF_PARAMS_150 = {"b0": 3_752_694, "b1": 13_715_798, "b2": 27_461_974, "b3": 47_337_814,
+                 "b4": 64_108_374, "b5": 84_708_694}
+
+
+def segformer_config(variant, num_classes=150):
+  c = load_config("segformer_b1_city")
+  c.model.backbone.name = f"mit_{variant}"
+  c.model.decode_head.channels = 256 if variant in ("b0", "b1") else 768
+  c.data.num_classes = num_classes
+  return c
+
+
+def count_params(model, shape=(1, 64, 64, 3)):
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v["params"]))
+
+
+@pytest.mark.parametrize("variant", sorted(HF_PARAMS_150))
+def test_param_counts_equal_hf(variant):
+  assert count_params(models.build_model(segformer_config(variant))) == HF_PARAMS_150[variant]
+
+
+@pytest.mark.parametrize("hw", [(97, 131), (64, 64), (33, 200)])
+def test_odd_input_sizes(test_config, hw):
+  model = models.build_model(test_config)
+  x = jnp.asarray(np.random.RandomState(0).randn(2, *hw, 3), jnp.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, aux = model.apply(variables, x, train=False)
+  # 7x7/4 patch embedding with padding 3: ceil(n / 4).
+  assert logits.shape == (2, -(-hw[0] // 4), -(-hw[1] // 4), test_config.data.num_classes)
+  assert aux == ()
+  assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_full_cityscapes_frame_shape():
+  model = models.build_model(segformer_config("b1", 19))
+  out = jax.eval_shape(
+      lambda: model.apply(model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))),
+                          jnp.zeros((1, 1024, 2048, 3)))[0])
+  assert out.shape == (1, 256, 512, 19)
+
+
+def test_depthwise_shift_equals_xla():
+  x = jax.random.normal(jax.random.key(1), (2, 9, 13, 6))
+  shift = layers.DepthwiseConv(3, impl="shift")
+  v = shift.init(jax.random.key(2), x)
+  v = jax.tree.map(lambda p: p + 0.1, v)  # non-zero bias too
+  np.testing.assert_allclose(shift.apply(v, x), layers.DepthwiseConv(3, impl="xla").apply(v, x),
+                             atol=1e-5)
+
+
+def test_train_mode_uses_dropout_and_updates_batch_stats(test_config):
+  model = models.build_model(test_config)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  v = model.init(jax.random.key(0), x, train=False)
+  (a, _), upd = model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)},
+                            mutable=["batch_stats"])
+  (b, _), _ = model.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)},
+                          mutable=["batch_stats"])
+  assert not np.allclose(a, b)  # stochastic depth + dropout differ by rng
+  changed = jax.tree.map(lambda p, q: not np.allclose(p, q), v["batch_stats"], upd["batch_stats"])
+  assert all(jax.tree.leaves(changed))
+
+
+def test_bfloat16_compute(test_config):
+  test_config.model.dtype = "bfloat16"
+  model = models.build_model(test_config)
+  x = jnp.zeros((1, 32, 32, 3))
+  v = model.init(jax.random.key(0), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v["params"]))
+  assert model.apply(v, x)[0].dtype == jnp.bfloat16
+
+
+def test_aux_head_path(test_config):
+  test_config.model.aux_heads = ({"name": "fcn_head", "in_index": 2, "channels": 8,
+                                  "loss_weight": 0.4},)
+  model = models.build_model(test_config)
+  x = jnp.zeros((1, 64, 64, 3))
+  logits, aux = model.apply(model.init(jax.random.key(0), x), x)
+  assert len(aux) == 1 and aux[0].shape == (1, 4, 4, test_config.data.num_classes)
+
+
+def test_every_registered_part_builds(test_config):
+  """Walks the registries completely so no registered name rots."""
+  tiny_mit = dict(test_config.model.backbone)
+  x = jnp.zeros((1, 64, 64, 3))
+  for name in BACKBONES.names():
+    cfg = {"name": name} if name != "mit" else tiny_mit
+    backbone = BACKBONES.build(cfg, "model.backbone")
+    feats = jax.eval_shape(lambda b=backbone: b.init_with_output(jax.random.key(0), x)[0])
+    assert len(feats) == 4, name
+  feats = [jnp.zeros((1, 64 // s, 64 // s, c)) for s, c in ((4, 8), (8, 16), (16, 24), (32, 32))]
+  for name in HEADS.names():
+    head = HEADS.build({"name": name}, "model.decode_head", num_classes=3)
+    out = jax.eval_shape(lambda h=head: h.init_with_output(jax.random.key(0), feats)[0])
+    assert out.shape[-1] == 3, name
+  for name in MODELS.names():
+    test_config.model.name = name
+    assert models.build_model(test_config) is not None
+
+
+def test_unknown_names_and_arguments_are_config_errors(test_config):
+  test_config.model.backbone = {"name": "mit_b9"}
+  with pytest.raises(ConfigError, match="unknown backbone 'mit_b9'; known: .*mit_b0"):
+    models.build_model(test_config)
+  test_config.model.backbone = {"name": "mit_b0", "dept": 3}
+  with pytest.raises(ConfigError, match=r"model.backbone: .*dept"):
+    models.build_model(test_config)
+  test_config.model.backbone = {"name": "mit_b0"}
+  test_config.model.dtype = "float16"
+  with pytest.raises(ConfigError, match="model.dtype"):
+    models.build_model(test_config)
