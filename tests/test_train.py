@@ -1,0 +1,256 @@
+"""Training: learning, sharding invariance, resume, preemption, NaN, evaluate/predict modes."""
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+from segjax import checkpoint as ckpt_lib
+from segjax import data as data_lib
+from segjax import evaluate, models, optim, parallel, predict, train
+from segjax.data import pipeline
+from segjax.errors import CheckpointError, TrainingDivergedError
+from segjax.inference import Segmenter
+from tests.conftest import load_config
+
+
+def make_state_and_step(config, mesh, tx_fn=None):
+  model = models.build_model(config)
+  tx_fn = tx_fn or (lambda p: optim.make_optimizer(config.optim, p, 100)[0])
+  state, tx = train.init_state(model, config, mesh, tx_fn)
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  step = jax.jit(train.make_train_step(model, tx, []), in_shardings=(rep, shard, rep),
+                 out_shardings=(rep, rep))
+  return state, step
+
+
+def test_loss_decreases_over_30_steps(test_config):
+  test_config.train.batch_size = 16
+  mesh = parallel.make_mesh()
+  state, step = make_state_and_step(test_config, mesh)
+  source = data_lib.build_source(test_config.data, "train")
+  batches = pipeline.train_batches(source, test_config.data, seed=0, global_batch=16)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, parallel.global_batch(next(batches), mesh), jax.random.key(0))
+    losses.append(float(m["loss"]))
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_8_device_step_equals_1_device_step(test_config):
+  source = data_lib.build_source(test_config.data, "train")
+  batches = list(zip(range(2), pipeline.train_batches(source, test_config.data, seed=0,
+                                                      global_batch=8)))
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    assert len(devices) in (1, 8)
+    mesh = parallel.make_mesh(devices)
+    # SGD: the update is the gradient itself. (Adam would turn the float noise of
+    # exactly-zero gradients, e.g. biases feeding a train-mode BatchNorm, into +-lr steps.)
+    state, step = make_state_and_step(test_config, mesh, lambda p: optax.sgd(0.1))
+    for _, local in batches:
+      state, metrics = step(state, parallel.global_batch(local, mesh), jax.random.key(0))
+    results.append((jax.device_get(state.params), jax.device_get(state.batch_stats),
+                    float(metrics["loss"])))
+  (p1, b1, l1), (p8, b8, l8) = results
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), p1, p8)
+  # BatchNorm statistics are global over the batch, not per device.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), b1, b8)
+
+
+def test_optimizer_groups(test_config):
+  model = models.build_model(test_config)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  groups = {optim.path_str(p): optim._group(optim.path_str(p), test_config.optim)
+            for p, _ in jax.tree_util.tree_leaves_with_path(params["params"])}
+  assert groups["backbone/block0_0/norm1/scale"] == (1.0, False)
+  assert groups["backbone/block0_0/mlp/dwconv/kernel"] == (1.0, False)
+  assert groups["backbone/block0_0/attn/query/kernel"] == (1.0, True)
+  assert groups["decode_head/classifier/kernel"] == (10.0, True)
+  assert groups["decode_head/fuse_bn/scale"] == (10.0, False)
+  sched = optim.warmup_poly_schedule(test_config.optim, 10)
+  assert float(sched(0)) == pytest.approx(1e-9, rel=0.1) and float(sched(2)) == pytest.approx(1e-3)
+  assert float(sched(10)) == pytest.approx(0.0)
+
+
+def small_run_config(**train_kw):
+  c = load_config("test")
+  c.train.async_checkpoint = False
+  c.train.update(train_kw)
+  return c
+
+
+def params_of(workdir, config, which="latest"):
+  model = models.build_model(config)
+  target = evaluate.abstract_variables(model, config, parallel.make_mesh())
+  return ckpt_lib.Checkpointer(workdir).restore_model(which, target)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """One uninterrupted 6-step run (checkpoints and evals at steps 3 and 6)."""
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  config = small_run_config()
+  results = train.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+def test_run_leaves_its_artifacts(trained):
+  config, workdir, results = trained
+  for name in ("config.json", "eval_results.json", "eval_history.jsonl", "overlays"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+  saved = json.load(open(os.path.join(workdir, "eval_results.json")))
+  assert saved["step"] == 6 and saved["class_names"][1] == "disc"
+  assert saved["metrics"]["mIoU"] == results["mIoU"]
+  assert saved["metrics"]["num_images"] == config.data.synthetic_eval_size
+  history = [json.loads(line) for line in open(os.path.join(workdir, "eval_history.jsonl"))]
+  assert [h["step"] for h in history] == [3, 6]
+
+
+def test_kill_and_resume_continues_the_same_trajectory(trained, tmp_path, monkeypatch):
+  config, ref_dir, _ = trained
+  real = pipeline.train_batches
+  seen = []
+
+  def dying(*args, **kwargs):  # the process "dies" while fetching the 5th batch
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if kwargs.get("start_step", 0) == 0 and i == 4:
+        raise KeyboardInterrupt("simulated kill")
+      seen.append((kwargs.get("start_step", 0) + i, batch["label"].copy()))
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", dying)
+  workdir = str(tmp_path)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, workdir)
+  assert ckpt_lib.Checkpointer(workdir).latest_step() == 3
+  train.train_and_evaluate(config, workdir)  # resumes at step 3
+  steps = [s for s, _ in seen]
+  assert steps == [0, 1, 2, 3, 3, 4, 5]  # batch 3 was fetched before the kill and again after
+  np.testing.assert_array_equal(seen[3][1], seen[4][1])
+  step, resumed = params_of(workdir, config)
+  _, reference = params_of(ref_dir, config)
+  assert step == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               resumed, reference)
+
+
+def test_sigterm_checkpoints_and_exits(tmp_path, monkeypatch):
+  config = small_run_config(num_steps=50, checkpoint_every=100, eval_every=100)
+  real = pipeline.train_batches
+
+  def preempting(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", preempting)
+  previous = signal.getsignal(signal.SIGTERM)
+  try:
+    train.train_and_evaluate(config, str(tmp_path))
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == 3
+
+
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+  config = small_run_config(num_steps=6, log_every=1)
+  real = pipeline.train_batches
+
+  def poisoned(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == 4:
+        batch = {**batch, "image": np.full_like(batch["image"], np.nan)}
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", poisoned)
+  with pytest.raises(TrainingDivergedError, match="loss is nan at step 5; .*last checkpoint"):
+    train.train_and_evaluate(config, str(tmp_path))
+  step, variables = params_of(str(tmp_path), config)
+  assert step == 3
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+@pytest.mark.parametrize("which", ["latest", "best", "3"])
+def test_evaluate_mode_reproduces_training_eval(trained, which):
+  config, workdir, _ = trained
+  history = {h["step"]: h for h in map(json.loads, open(os.path.join(workdir,
+                                                                     "eval_history.jsonl")))}
+  config = config.copy_and_resolve_references()
+  config.eval.checkpoint = which
+  out = evaluate.evaluate_workdir(config, workdir)
+  expected = history[out["step"]]
+  for k in ("mIoU", "mAcc", "aAcc"):
+    assert out[k] == pytest.approx(expected[k], abs=1e-6), k
+  assert os.path.exists(os.path.join(workdir, f"eval_step{out['step']}.json"))
+  if which == "best":
+    assert expected["mIoU"] == max(h["mIoU"] for h in history.values())
+
+
+def test_evaluate_at_other_batch_size_and_mode_counts_all_images(trained):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.eval.batch_size = 16  # 12 images: one padded batch
+  out = evaluate.evaluate_workdir(config, workdir)
+  assert out["num_images"] == 12
+  config.eval.mode = "slide"
+  slide = evaluate.evaluate_workdir(config, workdir)
+  assert slide["num_images"] == 12 and 0 <= slide["mIoU"] <= 1
+
+
+def test_checkpoint_of_another_model_is_refused(trained):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.model.decode_head.channels = 24
+  with pytest.raises(CheckpointError, match=r"checkpoints/6: parameter '\w+/decode_head/.*' has shape \(16,\) in the checkpoint but \(24,\)"):
+    evaluate.evaluate_workdir(config, workdir)
+  config.model.decode_head.channels = 16
+  config.model.backbone["depths"] = (2, 1, 1, 1)
+  with pytest.raises(CheckpointError, match=r"lacks 22 parameter\(s\) of the model, first "
+                                            r"'params/backbone/block0_1"):
+    evaluate.evaluate_workdir(config, workdir)
+
+
+def test_init_from_loads_params_and_starts_at_step_0(trained, tmp_path):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.init_from = workdir
+  config.train.num_steps = 1
+  config.train.eval_every = 100
+  train.train_and_evaluate(config, str(tmp_path))
+  assert ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == 1
+
+
+def test_segmenter_and_predict_mode(trained, tmp_path):
+  config, workdir, _ = trained
+  seg = Segmenter.from_workdir(workdir)
+  source = data_lib.build_source(config.data, "val")
+  images = np.stack([source.load(i)[0] for i in range(3)])
+  logits = seg.logits(images)
+  assert logits.shape == images.shape[:3] + (5,)
+  assert seg.logits(images, resize_to_input=False).shape == (3, 12, 12, 5)
+  np.testing.assert_array_equal(seg.predict(images), logits.argmax(-1))
+  with pytest.raises(ValueError, match="uint8 images"):
+    seg.predict(images.astype(np.float32))
+
+  os.makedirs(tmp_path / "in")
+  for i, im in enumerate(images):
+    Image.fromarray(im[:40, :45]).save(tmp_path / "in" / f"photo{i}.jpg")  # odd sizes
+  config = config.copy_and_resolve_references()
+  config.predict.input = str(tmp_path / "in")
+  config.predict.output = str(tmp_path / "out")
+  predict.predict_folder(config, workdir)
+  for i in range(3):
+    for kind in ("label", "color", "overlay"):
+      path = tmp_path / "out" / f"photo{i}_{kind}.png"
+      assert path.exists(), path
+    label = np.asarray(Image.open(tmp_path / "out" / f"photo{i}_label.png"))
+    assert label.shape == (40, 45) and label.max() < 5
