@@ -12,7 +12,9 @@ import logging as py_logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF is only tf.data here; hush its C++ logs
+# TF serves only tf.data here: hush its C++ logs and its oneDNN banner (printed twice per run).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags
@@ -69,22 +71,59 @@ def main(argv):
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)
   try:
+    config = FLAGS.config
+    if config is not None:
+      config.keys()  # config_flags defers a failed load to the first access
+  except OSError as e:  # config_flags defers a failed load to the first access
+    detail = " ".join(line.strip() for line in str(e).splitlines()[-3:])
+    print(f"error: cannot load --config: {detail}", file=sys.stderr)
+    sys.exit(2)
+  try:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
-    run(FLAGS.config, os.path.expanduser(FLAGS.workdir), FLAGS.mode)
+    run(config, os.path.expanduser(FLAGS.workdir), FLAGS.mode)
   except SegjaxError as e:
-    logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def _unknown_override(argv):
+  """The first --config.KEY=... whose KEY is not in the config file, or None."""
+  from segjax.tools.config_file import load_config_file
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if path is None:
+    return None
+  config = load_config_file(path)
+  for arg in argv:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      node = config
+      for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node.keys():
+          return key
+        node = node[part]
+  return None
+
+
+def parse_flags(argv):
+  """absl flag parsing where every mistake is one `error:` line and exit status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # config_flags raises these for overrides; name the key when it is unknown.
+    key = _unknown_override(argv)
+    if key is not None:
+      print(f"error: unknown config key '{key}' (from --config.{key}); see the config file "
+            "and configs/common.py for the fields", file=sys.stderr)
+    else:
+      print(f"error: bad --config override: {e}", file=sys.stderr)
+  sys.exit(2)
 
 
 def cli():
-  """Runs main; a bad --config.KEY override becomes one error line, not a flags traceback."""
-  try:
-    app.run(main)
-  except flags.Error as e:  # raised before absl prints usage for override errors
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

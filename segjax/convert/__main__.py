@@ -10,7 +10,6 @@ encoder-only (nvidia/mit-b1) or a full segmentation model. DIR becomes a checkpo
 The saved config is CFG (default configs/segformer_<variant>_city.py) with the model section
 replaced by the HF architecture, and, for full models, data.num_classes = num_labels.
 """
-import importlib.util
 import os
 import sys
 
@@ -22,6 +21,7 @@ from segjax import checkpoint as ckpt_lib
 from segjax import models
 from segjax.convert import hf_segformer
 from segjax.errors import CheckpointError, SegjaxError
+from segjax.tools.config_file import REPO, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", "hf_segformer", ["hf_segformer"], "Source format.")
@@ -29,19 +29,9 @@ flags.DEFINE_string("input", None, "HF model directory.")
 flags.DEFINE_string("output", None, "Output checkpoint directory (must not hold one yet).")
 flags.DEFINE_string("config", None, "segjax config file for the saved config.")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _VARIANTS = {(32, 64, 160, 256): {(2, 2, 2, 2): "b0"},
              (64, 128, 320, 512): {(2, 2, 2, 2): "b1", (3, 4, 6, 3): "b2", (3, 4, 18, 3): "b3",
                                    (3, 8, 27, 3): "b4", (3, 6, 40, 3): "b5"}}
-
-
-def load_config_file(path: str):
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)  # configs import `configs.common`
-  spec = importlib.util.spec_from_file_location("segjax_convert_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def convert(input_dir: str, output_dir: str, config_path: str = None):

@@ -1,0 +1,1 @@
+"""Command-line tools: summary, benchmark. Run each as `python -m segjax.tools.<name>`."""
