@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.lr = 6e-5
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
   c.optim.weight_decay = 0.01
   # Regexes over "/"-joined param paths (e.g. "backbone/block0_0/norm1/scale").
   c.optim.no_decay = ("norm", "_bn/", "dwconv")

@@ -66,7 +66,7 @@ def make_optimizer(cfg, params, num_steps: int):
     mult = float(name[2:].split("_")[0])
     wd = cfg.weight_decay if name.endswith("_decay") else 0.0
     transforms[name] = optax.adamw(warmup_poly_schedule(cfg, num_steps, mult), b1=cfg.b1,
-                                   b2=cfg.b2, weight_decay=wd)
+                                   b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
   tx = optax.multi_transform(transforms, labels)
   if cfg.grad_clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
