@@ -49,7 +49,7 @@ class EfficientSelfAttention(nn.Module):
     if c % self.num_heads:
       raise ValueError(f"hidden size {c} is not a multiple of num_heads {self.num_heads}")
     d = c // self.num_heads
-    dense = functools.partial(nn.Dense, c, dtype=self.dtype)
+    dense = functools.partial(layers.Dense, c, dtype=self.dtype)
     q = dense(name="query")(x).reshape(b, h * w, self.num_heads, d)
     kv = x
     if self.sr_ratio > 1:
@@ -74,10 +74,10 @@ class MixFFN(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+    x = layers.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
     x = layers.DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(x)
     x = nn.gelu(x, approximate=False)
-    return nn.Dense(c, dtype=self.dtype, name="fc2")(x)
+    return layers.Dense(c, dtype=self.dtype, name="fc2")(x)
 
 
 class MiTBlock(nn.Module):

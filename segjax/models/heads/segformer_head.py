@@ -20,7 +20,7 @@ class SegFormerHead(nn.Module):
     size = features[0].shape[1:3]
     outs = []
     for i, f in enumerate(features):
-      f = nn.Dense(self.channels, dtype=self.dtype, name=f"linear_c{i}")(f)
+      f = layers.Dense(self.channels, dtype=self.dtype, name=f"linear_c{i}")(f)
       outs.append(layers.resize_bilinear(f, size))
     # Deepest stage first, as in the reference implementation (matters for weight import).
     x = jnp.concatenate(outs[::-1], axis=-1)
