@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "clu>=0.0.12",
     "numpy>=2.0",
     "pillow>=11",
+    "etils[epath]",  # workdir paths: local or gs:// alike
     "safetensors>=0.6",  # reading HF checkpoints in segjax.convert without torch.
 ]
 

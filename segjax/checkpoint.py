@@ -10,12 +10,12 @@ PyTorch checkpoint (model + config, no optimizer) is a valid checkpoint too.
 Before any restore the saved shapes are compared with the model's, so a checkpoint from
 another model fails with the first mismatched parameter named instead of an orbax trace.
 """
-import os
 from typing import Any, Dict, Optional, Tuple, Union
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from segjax.errors import CheckpointError
 
@@ -82,16 +82,19 @@ class Checkpointer:
   """Saves and restores the training state of one workdir (see module docstring)."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
-    self.workdir = os.path.abspath(workdir)
+    # epath: local paths and gs:// alike (orbax writes through tensorstore).
+    self.workdir = epath.Path(workdir)
+    if "://" not in workdir:
+      self.workdir = self.workdir.absolute()
     options = dict(enable_async_checkpointing=async_save, create=True)
     # Handlers are named up front so a fresh process can read metadata before any save.
     handlers = {MODEL: ocp.StandardCheckpointHandler(), CONFIG: ocp.JsonCheckpointHandler()}
     self.latest = ocp.CheckpointManager(
-        os.path.join(self.workdir, LATEST_DIR),
+        self.workdir / LATEST_DIR,
         item_handlers={**handlers, TRAIN: ocp.StandardCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **options))
     self.best = ocp.CheckpointManager(
-        os.path.join(self.workdir, BEST_DIR), item_handlers=dict(handlers),
+        self.workdir / BEST_DIR, item_handlers=dict(handlers),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m["mIoU"], best_mode="max",
             keep_checkpoints_without_metrics=False, **options))
@@ -162,7 +165,7 @@ class Checkpointer:
     (which must then hold arrays, not shapes).
     """
     mngr, step = self.resolve(which)
-    source = os.path.join(mngr.directory, str(step))
+    source = str(epath.Path(mngr.directory) / str(step))
     saved = mngr.item_metadata(step)[MODEL].tree
     check_compatible(saved, target, source, allow_missing=allow_missing)
     abstract = jax.tree.map(_abstract, _select(saved, target))

@@ -5,7 +5,6 @@ training-time evaluation, --mode=evaluate, --mode=predict and segjax.inference, 
 agree by construction.
 """
 import json
-import os
 import time
 from typing import Callable, Dict, List, Tuple
 
@@ -13,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from segjax import checkpoint as ckpt_lib
 from segjax import data as data_lib
@@ -126,13 +126,14 @@ class Evaluator:
     return out
 
 
-def write_results(path: str, step: int, results: Dict, class_names: List[str]) -> None:
-  """Writes {"step", "metrics", "class_names"} atomically (never a half-written file)."""
+def write_results(path, step: int, results: Dict, class_names: List[str]) -> None:
+  """Writes {"step", "metrics", "class_names"} to a temporary file, then renames it, so a
+  reader (or a crash) never sees a half-written file."""
+  path = epath.Path(path)
   payload = {"step": int(step), "metrics": results, "class_names": list(class_names)}
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(payload, indent=2))
+  tmp.replace(path)
 
 
 def evaluate_workdir(config, workdir: str) -> Dict:
@@ -152,7 +153,7 @@ def evaluate_workdir(config, workdir: str) -> Dict:
                len(source))
   results, _ = Evaluator(model, config, mesh, source)(variables)
   if jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_step{step}.json")
+    path = epath.Path(workdir) / f"eval_step{step}.json"
     write_results(path, step, results, source.class_names)
     logging.info("step %d: mIoU %.4f  mAcc %.4f  aAcc %.4f -> %s", step, results["mIoU"],
                  results["mAcc"], results["aAcc"], path)

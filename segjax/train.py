@@ -5,7 +5,6 @@ the jitted step, the loop (log / checkpoint / evaluate / preemption), the end.
 """
 import functools
 import json
-import os
 import signal
 import time
 from typing import Any, Dict, List
@@ -14,6 +13,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 import numpy as np
 import optax
 from absl import logging
@@ -119,7 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   evaluation results."""
   # ---------------------------------------------------------------- set-up
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  workdir_path = epath.Path(workdir)  # local or gs:// (pods need storage all hosts see)
+  workdir_path.mkdir(parents=True, exist_ok=True)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
   num_steps = config.train.num_steps
@@ -128,8 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   train_source = data_lib.build_source(config.data, config.data.train_split)
   eval_source = data_lib.build_source(config.data, config.data.eval_split)
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   logging.info("%d devices on %d host(s); %d train / %d eval images (%s)", jax.device_count(),
                jax.process_count(), len(train_source), len(eval_source), config.data.name)
@@ -180,17 +180,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                  results["seconds"])
     writer.write_scalars(step, {f"eval/{k}": results[k] for k in ("mIoU", "mAcc", "aAcc")})
     if is_main:
-      eval_lib.write_results(os.path.join(workdir, "eval_results.json"), step, results,
+      eval_lib.write_results(workdir_path / "eval_results.json", step, results,
                              eval_source.class_names)
-      with open(os.path.join(workdir, "eval_history.jsonl"), "a") as f:
-        f.write(json.dumps({"step": step, "mIoU": results["mIoU"], "mAcc": results["mAcc"],
-                            "aAcc": results["aAcc"]}) + "\n")
+      history = workdir_path / "eval_history.jsonl"  # rewritten whole: gs:// has no append
+      line = json.dumps({"step": step, **{k: results[k] for k in ("mIoU", "mAcc", "aAcc")}})
+      history.write_text((history.read_text() if history.exists() else "") + line + "\n")
       if kept:
         panels = [predict.panel(img, lab, pred, palette) for img, lab, pred in kept]
         writer.write_images(step, {"eval/image_gt_pred": np.stack(panels)})
-        os.makedirs(os.path.join(workdir, "overlays"), exist_ok=True)
+        (workdir_path / "overlays").mkdir(exist_ok=True)
         for i, p in enumerate(panels):
-          Image.fromarray(p).save(os.path.join(workdir, "overlays", f"step{step}_{i}.png"))
+          with (workdir_path / "overlays" / f"step{step}_{i}.png").open("wb") as f:
+            Image.fromarray(p).save(f, format="PNG")
     return results
 
   # ---------------------------------------------------------------- loop
