@@ -24,9 +24,9 @@ def get_config():
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 50
   c.train.batch_size = 16
-  c.train.num_steps = 600
+  c.train.num_steps = 1000
   c.train.log_every = 25
-  c.train.eval_every = 300
-  c.train.checkpoint_every = 300
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
   c.eval.batch_size = 20
   return c

@@ -66,6 +66,14 @@ def test_overrides_reach_the_run_and_evaluate_uses_saved_config(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   evaluated = json.load(open(tmp_path / "eval_step2.json"))
   assert evaluated["metrics"]["mIoU"] == pytest.approx(train_eval["metrics"]["mIoU"], abs=1e-6)
+  os.remove(tmp_path / "eval_step2.json")
+  # The saved config as a config file takes overrides (batch 8: 12 images, last one padded).
+  proc = run_main(f"--config=configs/saved.py:{tmp_path}", f"--workdir={tmp_path}",
+                  "--mode=evaluate", "--config.eval.batch_size=8",
+                  env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  evaluated = json.load(open(tmp_path / "eval_step2.json"))
+  assert evaluated["metrics"]["mIoU"] == pytest.approx(train_eval["metrics"]["mIoU"], abs=1e-6)
 
 
 def test_evaluate_an_empty_workdir_is_one_error(tmp_path):
@@ -76,7 +84,7 @@ def test_evaluate_an_empty_workdir_is_one_error(tmp_path):
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                 if not os.path.basename(p).startswith(("__", "common")))
+                 if not os.path.basename(p).startswith(("__", "common", "saved")))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
