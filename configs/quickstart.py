@@ -2,9 +2,11 @@
 
   python -m segjax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
-Runs on 2 CPU cores in about 10 minutes, compile included; leaves checkpoints,
-eval_results.json, TensorBoard logs and overlays/ in the workdir.
-Measured result: see RESULT below (filled in from an actual run).
+Leaves checkpoints, eval_results.json, TensorBoard logs and overlays/ in the workdir.
+
+Measured 2026-11-21 on 2 CPU cores (1 JAX device): mIoU 0.8019 (mAcc 0.8741, aAcc 0.9572) on
+the 100 held-out synthetic val images at step 1000 (0.7303 at step 500); 6m45s wall time for
+the whole command, compilation included (~43 img/s). Aim: >= 0.70.
 """
 from configs import common
 

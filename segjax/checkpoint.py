@@ -81,12 +81,14 @@ def _merge(base, update):
 class Checkpointer:
   """Saves and restores the training state of one workdir (see module docstring)."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    """read_only: for evaluation/inference; creates no directories in a mistyped workdir."""
     # epath: local paths and gs:// alike (orbax writes through tensorstore).
     self.workdir = epath.Path(workdir)
     if "://" not in workdir:
       self.workdir = self.workdir.absolute()
-    options = dict(enable_async_checkpointing=async_save, create=True)
+    options = dict(enable_async_checkpointing=async_save, create=not read_only)
     # Handlers are named up front so a fresh process can read metadata before any save.
     handlers = {MODEL: ocp.StandardCheckpointHandler(), CONFIG: ocp.JsonCheckpointHandler()}
     self.latest = ocp.CheckpointManager(

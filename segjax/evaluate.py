@@ -145,7 +145,7 @@ def evaluate_workdir(config, workdir: str) -> Dict:
   mesh = parallel.make_mesh()
   model = models.build_model(config)
   source = data_lib.build_source(config.data, config.data.eval_split)
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
   target = abstract_variables(model, config, mesh)
   step, variables = checkpointer.restore_model(config.eval.checkpoint, target)
   logging.info("evaluating %s checkpoint at step %d on %s/%s (%d images)",

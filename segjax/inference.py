@@ -46,7 +46,7 @@ class Segmenter:
   def from_workdir(cls, workdir: str, checkpoint: Union[str, int] = "latest",
                    config: Optional[ml_collections.ConfigDict] = None) -> "Segmenter":
     """Loads `checkpoint` ('latest' | 'best' | step) and, unless given, its saved config."""
-    checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+    checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
     config = config or checkpointer.saved_config(checkpoint)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
     model = models.build_model(config)

@@ -48,7 +48,7 @@ def run(config, workdir: str, mode: str):
   if config is None:
     if mode == "train":
       raise ConfigError("--config is required for --mode=train")
-    checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+    checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
     config = checkpointer.saved_config("latest")
     checkpointer.close()
     logging.info("using the config saved in %s", workdir)

@@ -154,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                           opt_state=opt_state["opt_state"], **variables)
     logging.info("resumed from %s at step %d", checkpointer.latest.directory, start_step)
   elif config.init_from:
-    source = ckpt_lib.Checkpointer(config.init_from, async_save=False)
+    source = ckpt_lib.Checkpointer(config.init_from, read_only=True)
     step, variables = source.restore_model("latest", state.variables, allow_missing=True)
     state = state.replace(**variables)
     source.close()
@@ -203,8 +203,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   pending: List[Dict[str, jax.Array]] = []
   results: Dict[str, Any] = {}
   last_time, last_step = time.time(), start_step
-  logging.info("training steps %d..%d, global batch %d", start_step + 1, num_steps,
-               config.train.batch_size)
+  if start_step >= num_steps:
+    logging.warning("%s already holds step %d >= train.num_steps=%d; nothing to train "
+                    "(raise --config.train.num_steps to continue)", workdir, start_step, num_steps)
+  else:
+    logging.info("training steps %d..%d, global batch %d", start_step + 1, num_steps,
+                 config.train.batch_size)
   for step in range(start_step + 1, num_steps + 1):
     state, metrics = train_step(state, parallel.global_batch(next(batches), mesh), dropout_rng)
     pending.append(metrics)

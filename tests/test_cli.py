@@ -80,6 +80,7 @@ def test_evaluate_an_empty_workdir_is_one_error(tmp_path):
   proc = run_main("--config=configs/test.py", f"--workdir={tmp_path}", "--mode=evaluate")
   assert proc.returncode == 2
   assert "no checkpoint found" in error_lines(proc)[0]
+  assert os.listdir(tmp_path) == []  # nothing created in a workdir that holds nothing
 
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]

@@ -4,7 +4,9 @@ Sources do I/O and label mapping only; augmentation lives in transforms.py and b
 pipeline.py. `load` runs inside tf.data (via tf.numpy_function), so it must be thread-safe,
 and it raises DataError naming the file for anything wrong with it.
 """
+import glob
 import io
+import os
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -32,29 +34,27 @@ class Source:
     return f"{index:06d}"
 
 
-def read_image(path: str) -> np.ndarray:
-  """RGB uint8 (H, W, 3); DataError naming the file if it is missing or corrupt."""
+def _open(path: str, what: str) -> Image.Image:
+  """Decoded PIL image; DataError naming the file if it is missing or corrupt."""
   try:
     with open(path, "rb") as f:
       img = Image.open(io.BytesIO(f.read()))
       img.load()
   except FileNotFoundError:
-    raise DataError(f"{path}: image file not found") from None
+    raise DataError(f"{path}: {what} file not found") from None
   except Exception as e:  # PIL raises many types for truncated or foreign files.
-    raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
-  return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    raise DataError(f"{path}: cannot decode {what} ({type(e).__name__}: {e})") from None
+  return img
+
+
+def read_image(path: str) -> np.ndarray:
+  """RGB uint8 (H, W, 3)."""
+  return np.asarray(_open(path, "image").convert("RGB"), dtype=np.uint8)
 
 
 def read_mask(path: str) -> np.ndarray:
   """Single-channel uint8 label map (H, W); palette PNGs give their indices."""
-  try:
-    with open(path, "rb") as f:
-      img = Image.open(io.BytesIO(f.read()))
-      img.load()
-  except FileNotFoundError:
-    raise DataError(f"{path}: mask file not found") from None
-  except Exception as e:
-    raise DataError(f"{path}: cannot decode mask ({type(e).__name__}: {e})") from None
+  img = _open(path, "mask")
   if img.mode not in ("L", "P", "I", "I;16"):
     raise DataError(f"{path}: mask must be a single-channel label PNG, got mode {img.mode}")
   mask = np.asarray(img)
@@ -91,6 +91,4 @@ def default_palette(num_classes: int) -> np.ndarray:
 
 
 def sorted_files(root: str, suffix: str) -> List[str]:
-  import glob
-  import os
   return sorted(glob.glob(os.path.join(root, "**", f"*{suffix}"), recursive=True))

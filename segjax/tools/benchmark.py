@@ -46,6 +46,7 @@ def peak_memory_bytes():
 
 def benchmark(config, batch_size, steps, warmup):
   mesh = parallel.make_mesh()
+  parallel.check_batch_size(batch_size, mesh, "--batch_size")
   model = models.build_model(config)
   h, w = config.data.crop_size
   rng = np.random.RandomState(0)
