@@ -2,7 +2,10 @@
 
 The HF models are random-initialised (no download), which makes them exact references.
 """
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,7 @@ from segjax.convert import __main__ as convert_main  # noqa: E402
 from segjax.errors import CheckpointError  # noqa: E402
 from segjax.evaluate import abstract_variables  # noqa: E402
 from segjax.inference import Segmenter  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
 from tests.test_models import HF_PARAMS_150, segformer_config  # noqa: E402
 
 VARIANTS = {"b0": ([32, 64, 160, 256], [2, 2, 2, 2], 256),
@@ -99,8 +103,14 @@ def test_unknown_keys_are_refused(tmp_path):
   assert not os.path.exists(tmp_path / "jax")
 
 
-def test_refuses_to_overwrite_a_checkpoint(tmp_path):
+def test_command_line_converts_and_refuses_to_overwrite(tmp_path):
   hf_model("b0").save_pretrained(tmp_path / "hf")
-  convert_main.convert(str(tmp_path / "hf"), str(tmp_path / "jax"))
-  with pytest.raises(CheckpointError, match="already holds a checkpoint"):
-    convert_main.convert(str(tmp_path / "hf"), str(tmp_path / "jax"))
+  cmd = [sys.executable, "-m", "segjax.convert", "--format=hf_segformer",
+         f"--input={tmp_path / 'hf'}", f"--output={tmp_path / 'jax'}"]
+  first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert json.load(open(tmp_path / "jax" / "config.json"))["data"]["num_classes"] == 19
+  second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert second.returncode == 2
+  assert [l for l in second.stderr.splitlines() if l.startswith("error:")] == [
+      f"error: {tmp_path / 'jax'} already holds a checkpoint; choose an empty --output"]
