@@ -84,6 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.mode = "whole"  # whole | slide
   c.eval.crop_size = (512, 512)  # slide window (h, w)
   c.eval.stride = (341, 341)  # slide stride (h, w)
+  c.eval.scales = (1.0,)  # multi-scale test: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+  c.eval.flip = False  # also average horizontally flipped views
   c.eval.checkpoint = "latest"  # latest | best | <step>, for --mode=evaluate
 
   c.predict = ml_collections.ConfigDict()

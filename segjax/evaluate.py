@@ -41,8 +41,37 @@ def make_logits_fn(model, eval_cfg, num_classes: int) -> Callable:
 
   whole: one forward pass, logits resized to the input. slide: windows of eval.crop_size
   every eval.stride (images smaller than a window are zero-padded), all windows of the batch
-  in one batched forward pass; overlapping logits are averaged.
+  in one batched forward pass; overlapping logits are averaged. With eval.scales other than
+  (1.0,) or eval.flip, the result is the log of the class probabilities averaged over the
+  rescaled/flipped views (same argmax semantics as logits). All of it is one jitted program.
   """
+  base = _single_scale_fn(model, eval_cfg, num_classes)
+  scales = tuple(float(x) for x in eval_cfg.get("scales", (1.0,)))
+  flip = bool(eval_cfg.get("flip", False))
+  if scales == (1.0,) and not flip:
+    return base
+  if not scales or min(scales) <= 0:
+    raise ConfigError(f"eval.scales must be positive ratios, got {scales}")
+
+  def augmented(variables, images):
+    """mmseg test-time augmentation: average class probabilities over rescaled (and
+    horizontally flipped) copies, each resized back; returns log-probabilities."""
+    h, w = images.shape[1:3]
+    total = 0.0
+    for scale in scales:
+      scaled = resize_bilinear(images, (max(int(h * scale + 0.5), 1), max(int(w * scale + 0.5), 1)))
+      views = [(scaled, False)] + ([(scaled[:, :, ::-1], True)] if flip else [])
+      for view, flipped in views:
+        logits = base(variables, view)
+        logits = logits[:, :, ::-1] if flipped else logits
+        total = total + jax.nn.softmax(resize_bilinear(logits, (h, w)), axis=-1)
+    return jnp.log(total / (len(scales) * (2 if flip else 1)))
+
+  return augmented
+
+
+def _single_scale_fn(model, eval_cfg, num_classes: int) -> Callable:
+  """Whole-image or sliding-window logits at the input size, for one scale."""
   def whole(variables, images):
     logits, _ = model.apply(variables, images, train=False)
     return resize_bilinear(logits.astype(jnp.float32), images.shape[1:3])

@@ -254,3 +254,29 @@ def test_segmenter_and_predict_mode(trained, tmp_path):
       assert path.exists(), path
     label = np.asarray(Image.open(tmp_path / "out" / f"photo{i}_label.png"))
     assert label.shape == (40, 45) and label.max() < 5
+
+
+def test_multi_scale_flip_inference(trained):
+  config, workdir, _ = trained
+  seg = Segmenter.from_workdir(workdir)
+  images = np.stack([data_lib.build_source(config.data, "val").load(i)[0] for i in range(2)])
+  x = (images.astype(np.float32) - np.array(config.data.mean)) / np.array(config.data.std)
+  cfg = config.eval.copy_and_resolve_references()
+  base = evaluate.make_logits_fn(seg.model, cfg, 5)
+  cfg.scales, cfg.flip = (1.0, 0.5), True
+  tta = evaluate.make_logits_fn(seg.model, cfg, 5)(seg.variables, jnp.asarray(x))
+  probs = []
+  for s in (1.0, 0.5):
+    small = jax.image.resize(jnp.asarray(x), (2, int(48 * s), int(48 * s), 3), "bilinear",
+                             antialias=False)
+    for flip in (False, True):
+      view = small[:, :, ::-1] if flip else small
+      out = base(seg.variables, view)
+      out = out[:, :, ::-1] if flip else out
+      out = jax.image.resize(out, (2, 48, 48, 5), "bilinear", antialias=False)
+      probs.append(jax.nn.softmax(out, -1))
+  np.testing.assert_allclose(np.exp(tta), np.mean(probs, 0), atol=1e-5)
+  config = config.copy_and_resolve_references()
+  config.eval.scales, config.eval.flip = (0.75, 1.0), True
+  out = evaluate.evaluate_workdir(config, workdir)
+  assert out["num_images"] == 12 and 0 <= out["mIoU"] <= 1
