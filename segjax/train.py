@@ -209,47 +209,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   else:
     logging.info("training steps %d..%d, global batch %d", start_step + 1, num_steps,
                  config.train.batch_size)
-  for step in range(start_step + 1, num_steps + 1):
-    state, metrics = train_step(state, parallel.global_batch(next(batches), mesh), dropout_rng)
-    pending.append(metrics)
-    if step == start_step + 1:  # the first step compiles; keep it out of images/s
-      jax.block_until_ready(state.step)
-      logging.info("first step (compile included) took %.1fs", time.time() - last_time)
-      last_time, last_step = time.time(), step
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      batch = parallel.global_batch(next(batches), mesh)
+      state, metrics = train_step(state, batch, dropout_rng)
+      pending.append(metrics)
+      if step == start_step + 1:  # the first step compiles; keep it out of images/s
+        jax.block_until_ready(state.step)
+        logging.info("first step (compile included) took %.1fs", time.time() - last_time)
+        last_time, last_step = time.time(), step
 
-    preempted = preempt["set"] or (jax.process_count() > 1 and
-                                   checkpointer.latest.reached_preemption(step))
-    last = step == num_steps
-    do_log = step % config.train.log_every == 0 or last
-    do_ckpt = step % config.train.checkpoint_every == 0 or last or preempted
-    do_eval = step % config.train.eval_every == 0 or last
-    if pending and (do_log or do_ckpt or do_eval):
-      means = _mean_metrics(pending, step)  # raises on NaN before anything is saved
-      pending = []
-      if do_log:
-        now = time.time()
-        rate = (step - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
-        eta = (num_steps - step) * config.train.batch_size / max(rate, 1e-9)
-        lr = float(schedule(step))
-        logging.info("step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", step, num_steps,
-                     means["loss"], lr, rate, _format_eta(eta))
-        writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
-                                    "train/lr": lr, "train/images_per_sec": rate})
-        last_time, last_step = now, step
-    if do_ckpt:
-      checkpointer.save(step, state.variables, state.opt_state, config, force=preempted)
-    if do_eval:
-      results = run_eval(step)
-      if best_miou is None or results["mIoU"] > best_miou:
-        best_miou = results["mIoU"]
-        checkpointer.save_best(step, state.variables, config, best_miou)
-      last_time = time.time()  # keep eval time out of images/s
-    if preempted:
-      logging.warning("preempted: checkpoint of step %d saved, exiting", step)
-      break
+      # Multi-host: every host must agree on the step to save at, so use JAX's preemption sync
+      # point (SIGTERM reaches the hosts at different times); one host: the local flag.
+      preempted = (checkpointer.latest.reached_preemption(step) if jax.process_count() > 1
+                   else preempt["set"])
+      last = step == num_steps
+      do_log = step % config.train.log_every == 0 or last
+      do_ckpt = step % config.train.checkpoint_every == 0 or last or preempted
+      do_eval = step % config.train.eval_every == 0 or last
+      if pending and (do_log or do_ckpt or do_eval):
+        means = _mean_metrics(pending, step)  # raises on NaN before anything is saved
+        pending = []
+        if do_log:
+          now = time.time()
+          rate = (step - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
+          eta = (num_steps - step) * config.train.batch_size / max(rate, 1e-9)
+          lr = float(schedule(step - 1))  # the rate this step's update used
+          logging.info("step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", step, num_steps,
+                       means["loss"], lr, rate, _format_eta(eta))
+          writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
+                                      "train/lr": lr, "train/images_per_sec": rate})
+          last_time, last_step = now, step
+      if do_ckpt:
+        checkpointer.save(step, state.variables, state.opt_state, config, force=preempted)
+      if do_eval:
+        results = run_eval(step)
+        if best_miou is None or results["mIoU"] > best_miou:
+          best_miou = results["mIoU"]
+          checkpointer.save_best(step, state.variables, config, best_miou)
+        last_time, last_step = time.time(), step  # keep eval time out of images/s
+      if preempted:
+        logging.warning("preempted: checkpoint of step %d saved, exiting", step)
+        break
+  finally:  # also on NaN/kill: let in-flight async saves of good states finish
+    checkpointer.wait()
+    checkpointer.close()
 
   # ---------------------------------------------------------------- the end
-  checkpointer.wait()
-  checkpointer.close()
   writer.flush()
   return results

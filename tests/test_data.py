@@ -24,10 +24,11 @@ def write_cityscapes(root, split="val", cities=("aachen", "bremen"), per_city=2,
       stem = f"{city}_{i:06d}_000019"
       image = rng.randint(0, 255, hw + (3,), dtype=np.uint8)
       label_ids = rng.randint(0, 34, hw).astype(np.uint8)
+      gt = root / "gtFine" / split / city
       Image.fromarray(image).save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-      Image.fromarray(label_ids).save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+      Image.fromarray(label_ids).save(gt / f"{stem}_gtFine_labelIds.png")
       # Distractors that share the folder in the real dataset.
-      Image.fromarray(label_ids).save(root / "gtFine" / split / city / f"{stem}_gtFine_instanceIds.png")
+      Image.fromarray(label_ids).save(gt / f"{stem}_gtFine_instanceIds.png")
       written[stem] = label_ids
   return written
 
@@ -97,7 +98,8 @@ def test_folder_source_and_its_errors(tmp_path):
     source.load(1)
   # Mask / image size mismatch.
   Image.fromarray(np.zeros((10, 30), np.uint8)).save(tmp_path / "masks/train/img1.png")
-  with pytest.raises(DataError, match=r"img1.png: mask is 30x10 .* but its image .*img1.jpg is 30x20"):
+  with pytest.raises(DataError,
+                     match=r"img1.png: mask is 30x10 .* but its image .*img1.jpg is 30x20"):
     source.load(1)
   # Corrupt image.
   (tmp_path / "images/train/img2.jpg").write_bytes(b"not a jpeg")

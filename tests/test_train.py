@@ -210,7 +210,8 @@ def test_checkpoint_of_another_model_is_refused(trained):
   config, workdir, _ = trained
   config = config.copy_and_resolve_references()
   config.model.decode_head.channels = 24
-  with pytest.raises(CheckpointError, match=r"checkpoints/6: parameter '\w+/decode_head/.*' has shape \(16,\) in the checkpoint but \(24,\)"):
+  with pytest.raises(CheckpointError, match=r"checkpoints/6: parameter '\w+/decode_head/.*' "
+                                            r"has shape \(16,\) in the checkpoint but \(24,\)"):
     evaluate.evaluate_workdir(config, workdir)
   config.model.decode_head.channels = 16
   config.model.backbone["depths"] = (2, 1, 1, 1)

@@ -34,7 +34,8 @@ class Folder(base.Source):
         rel = os.path.relpath(os.path.join(dirpath, f), image_dir)
         mask = os.path.join(mask_dir, os.path.splitext(rel)[0] + ".png")
         if not os.path.isfile(mask):
-          raise DataError(f"folder dataset: {mask} missing (the mask of {os.path.join(dirpath, f)})")
+          image = os.path.join(dirpath, f)
+          raise DataError(f"folder dataset: {mask} missing (the mask of {image})")
         self.images.append(os.path.join(dirpath, f))
         self.masks.append(mask)
     if not self.images:
