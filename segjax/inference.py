@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from segjax import checkpoint as ckpt_lib
+from segjax import data as data_lib
 from segjax import models, parallel
 from segjax.evaluate import abstract_variables, make_logits_fn
 
@@ -24,7 +25,7 @@ class Segmenter:
   def __init__(self, config: ml_collections.ConfigDict, variables, step: int = 0):
     self.config = config
     self.step = step
-    self.class_names = tuple(config.data.class_names) or None
+    self.class_names = data_lib.class_names(config.data)
     self.model = models.build_model(config)
     self.variables = variables
     self._mean = jnp.asarray(config.data.mean, jnp.float32)

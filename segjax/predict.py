@@ -9,17 +9,9 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from segjax import data as data_lib
 from segjax.data import base
 from segjax.errors import ConfigError, DataError
-
-
-def palette_for(config) -> np.ndarray:
-  from segjax import data as data_lib  # local: only the palette is needed
-  if config.data.name == "cityscapes":
-    return data_lib.cityscapes.PALETTE
-  if config.data.name == "synthetic":
-    return data_lib.synthetic.PALETTE
-  return base.default_palette(config.data.num_classes)
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -62,7 +54,7 @@ def predict_folder(config, workdir: str) -> Sequence[str]:
     raise DataError(f"{src}: no .jpg/.jpeg/.png/.bmp images")
   os.makedirs(dst, exist_ok=True)
   seg = Segmenter.from_workdir(workdir, config.predict.checkpoint, config)
-  palette = palette_for(config)
+  palette = data_lib.palette(config.data)
   for f in files:
     image = base.read_image(os.path.join(src, f))
     labels = seg.predict(image[None])[0]

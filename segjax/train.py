@@ -171,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                        donate_argnums=(0,))
   evaluator = eval_lib.Evaluator(model, config, mesh, eval_source)
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-  palette = predict.palette_for(config)
+  palette = data_lib.palette(config.data)
 
   def run_eval(step):
     results, kept = evaluator(state.variables, num_keep=config.train.num_overlays)

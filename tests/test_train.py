@@ -233,6 +233,7 @@ def test_init_from_loads_params_and_starts_at_step_0(trained, tmp_path):
 def test_segmenter_and_predict_mode(trained, tmp_path):
   config, workdir, _ = trained
   seg = Segmenter.from_workdir(workdir)
+  assert seg.class_names == ("background", "disc", "square", "triangle", "ring")
   source = data_lib.build_source(config.data, "val")
   images = np.stack([source.load(i)[0] for i in range(3)])
   logits = seg.logits(images)
