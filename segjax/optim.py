@@ -32,7 +32,8 @@ def warmup_poly_schedule(cfg, num_steps: int, lr_mult: float = 1.0) -> optax.Sch
   return optax.join_schedules([ramp, decay], [warmup])
 
 
-def _group(path: str, cfg) -> Tuple[float, bool]:
+def param_group(path: str, cfg) -> Tuple[float, bool]:
+  """(lr multiplier, decays?) of the parameter at "/"-joined `path`."""
   mult = 1.0
   for pattern, m in cfg.lr_mults:
     if re.search(pattern, path):
@@ -57,7 +58,7 @@ def make_optimizer(cfg, params, num_steps: int):
       raise ConfigError(f"optim.lr_mults: bad regex {pattern!r}: {e}") from None
 
   def label(path, _):
-    mult, decay = _group(path_str(path), cfg)
+    mult, decay = param_group(path_str(path), cfg)
     return f"lr{mult:g}_{'decay' if decay else 'nodecay'}"
 
   labels = jax.tree_util.tree_map_with_path(label, params)

@@ -13,6 +13,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from segjax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -51,7 +53,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
-  from segjax.errors import ConfigError
   n = mesh.devices.size
   if batch_size % n:
     raise ConfigError(f"{what}={batch_size} must be a multiple of the {n} devices "

@@ -67,7 +67,7 @@ def test_8_device_step_equals_1_device_step(test_config):
 def test_optimizer_groups(test_config):
   model = models.build_model(test_config)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-  groups = {optim.path_str(p): optim._group(optim.path_str(p), test_config.optim)
+  groups = {optim.path_str(p): optim.param_group(optim.path_str(p), test_config.optim)
             for p, _ in jax.tree_util.tree_leaves_with_path(params["params"])}
   assert groups["backbone/block0_0/norm1/scale"] == (1.0, False)
   assert groups["backbone/block0_0/mlp/dwconv/kernel"] == (1.0, False)
