@@ -23,12 +23,12 @@ MODEL, TRAIN, CONFIG = "model", "train", "config"
 LATEST_DIR, BEST_DIR = "checkpoints", "checkpoints_best"
 
 
-def _flatten(tree, prefix=()) -> Dict[str, Any]:
+def flatten(tree, prefix=()) -> Dict[str, Any]:
   """{"a": {"b": x}} -> {"a/b": x}; leaves are whatever is not a dict."""
   out = {}
   if isinstance(tree, dict):
     for k, v in tree.items():
-      out.update(_flatten(v, prefix + (str(k),)))
+      out.update(flatten(v, prefix + (str(k),)))
   elif tree is not None:
     out["/".join(prefix)] = tree
   return out
@@ -44,7 +44,7 @@ def check_compatible(saved: Dict[str, Any], target: Dict[str, Any], source: str,
     source: the checkpoint path, for the message.
     allow_missing: accept target keys absent from `saved` (init_from of an encoder only).
   """
-  saved_flat, target_flat = _flatten(saved), _flatten(target)
+  saved_flat, target_flat = flatten(saved), flatten(target)
   unexpected = sorted(set(saved_flat) - set(target_flat))
   if unexpected:
     raise CheckpointError(
@@ -102,12 +102,14 @@ class Checkpointer:
             keep_checkpoints_without_metrics=False, **options))
 
   # -- saving ------------------------------------------------------------------------------
-  def save(self, step: int, model_vars, opt_state, config: ml_collections.ConfigDict,
+  def save(self, step: int, model_vars, config: ml_collections.ConfigDict, opt_state=None,
            force: bool = False) -> None:
-    self.latest.save(step, args=ocp.args.Composite(**{
-        MODEL: ocp.args.StandardSave(model_vars),
-        TRAIN: ocp.args.StandardSave({"opt_state": opt_state}),
-        CONFIG: ocp.args.JsonSave(config.to_dict())}), force=force)
+    """Saves model (+ optimizer state, unless None: converted weights have none)."""
+    items = {MODEL: ocp.args.StandardSave(model_vars),
+             CONFIG: ocp.args.JsonSave(config.to_dict())}
+    if opt_state is not None:
+      items[TRAIN] = ocp.args.StandardSave({"opt_state": opt_state})
+    self.latest.save(step, args=ocp.args.Composite(**items), force=force)
 
   def save_best(self, step: int, model_vars, config, miou: float) -> None:
     self.best.save(step, args=ocp.args.Composite(**{

@@ -122,7 +122,7 @@ class Evaluator:
   def __call__(self, variables, num_keep: int = 0):
     """Returns (metrics dict, kept examples) where kept = [(image uint8, label, pred)]."""
     start = time.time()
-    cm, count, kept = None, 0, []
+    cm, count, kept = None, None, []
     batches = pipeline.eval_batches(
         self.source, self.config.data, global_batch=self.config.eval.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
@@ -130,11 +130,12 @@ class Evaluator:
       batch = parallel.global_batch(
           {k: local[k] for k in ("image", "label", "valid")}, self.mesh)
       batch_cm, batch_count, preds = self._step(variables, batch)
+      # Summed on device: no host sync per batch, dispatch stays ahead of compute.
       cm = batch_cm if cm is None else cm + batch_cm
-      count += int(batch_count)
+      count = batch_count if count is None else count + batch_count
       if len(kept) < num_keep and jax.process_index() == 0:
         kept += self._keep(local, preds, num_keep - len(kept))
-    cm = np.asarray(jax.device_get(cm))
+    cm, count = np.asarray(jax.device_get(cm)), int(count)
     results = metrics_lib.summarize(cm, self.source.class_names)
     results["num_images"] = count
     results["seconds"] = round(time.time() - start, 2)

@@ -73,7 +73,7 @@ def main(argv):
   try:
     config = FLAGS.config
     if config is not None:
-      config.keys()  # config_flags defers a failed load to the first access
+      config.keys()
   except OSError as e:  # config_flags defers a failed load to the first access
     detail = " ".join(line.strip() for line in str(e).splitlines()[-3:])
     print(f"error: cannot load --config: {detail}", file=sys.stderr)
@@ -90,10 +90,11 @@ def main(argv):
 def _unknown_override(argv):
   """The first --config.KEY=... whose KEY is not in the config file, or None."""
   from segjax.tools.config_file import load_config_file
-  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  if path is None:
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
     return None
-  config = load_config_file(path)
+  path, _, arg = spec.partition(":")  # config_flags' "file.py:argument" form
+  config = load_config_file(path, arg or None)
   for arg in argv:
     if arg.startswith("--config."):
       key = arg[len("--config."):].split("=", 1)[0]

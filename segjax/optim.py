@@ -44,7 +44,7 @@ def param_group(path: str, cfg) -> Tuple[float, bool]:
 
 
 def make_optimizer(cfg, params, num_steps: int):
-  """Returns (optax transformation, lr schedule of the base group) for `params`.
+  """Returns the optax transformation for `params`.
 
   Each parameter lands in a group "lr{mult}_{decay|nodecay}"; every group is an AdamW with
   its own schedule and weight decay.
@@ -71,4 +71,4 @@ def make_optimizer(cfg, params, num_steps: int):
   tx = optax.multi_transform(transforms, labels)
   if cfg.grad_clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
-  return tx, warmup_poly_schedule(cfg, num_steps)
+  return tx

@@ -63,6 +63,14 @@ def make_train_step(model, tx, aux_weights):
   return train_step
 
 
+def jit_train_step(model, tx, config, mesh, donate: bool = True):
+  """make_train_step jitted over `mesh`: state and rng replicated, batch split on "data"."""
+  aux_weights = [h["loss_weight"] for h in config.model.aux_heads]
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(make_train_step(model, tx, aux_weights), in_shardings=(rep, shard, rep),
+                 out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
+
+
 def init_state(model, config, mesh, tx_fn) -> TrainState:
   """Random initial state, created directly replicated over the mesh."""
   h, w = config.data.crop_size
@@ -138,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model = models.build_model(config)
   schedule = optim.warmup_poly_schedule(config.optim, num_steps)
   state, tx = init_state(model, config, mesh,
-                         lambda params: optim.make_optimizer(config.optim, params, num_steps)[0])
+                         lambda params: optim.make_optimizer(config.optim, params, num_steps))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("model %s/%s: %s parameters", config.model.name,
                config.model.get("backbone", {}).get("name", "-"), f"{num_params:,}")
@@ -164,11 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   best_miou = checkpointer.best_miou()
 
   # ---------------------------------------------------------------- compiled functions
-  aux_weights = [h["loss_weight"] for h in config.model.aux_heads]
-  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_step = jax.jit(make_train_step(model, tx, aux_weights),
-                       in_shardings=(rep, shard, rep), out_shardings=(rep, rep),
-                       donate_argnums=(0,))
+  train_step = jit_train_step(model, tx, config, mesh)
   evaluator = eval_lib.Evaluator(model, config, mesh, eval_source)
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   palette = data_lib.palette(config.data)
@@ -241,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                                       "train/lr": lr, "train/images_per_sec": rate})
           last_time, last_step = now, step
       if do_ckpt:
-        checkpointer.save(step, state.variables, state.opt_state, config, force=preempted)
+        checkpointer.save(step, state.variables, config, state.opt_state, force=preempted)
       if do_eval:
         results = run_eval(step)
         if best_miou is None or results["mIoU"] > best_miou:

@@ -1,7 +1,6 @@
 """Dataset readers on fixtures in their official layouts, and the pipelines' guarantees."""
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,7 +1,6 @@
 """Model shapes, exact parameter counts and the registries."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 

@@ -21,11 +21,9 @@ from tests.conftest import load_config
 
 def make_state_and_step(config, mesh, tx_fn=None):
   model = models.build_model(config)
-  tx_fn = tx_fn or (lambda p: optim.make_optimizer(config.optim, p, 100)[0])
+  tx_fn = tx_fn or (lambda p: optim.make_optimizer(config.optim, p, 100))
   state, tx = train.init_state(model, config, mesh, tx_fn)
-  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  step = jax.jit(train.make_train_step(model, tx, []), in_shardings=(rep, shard, rep),
-                 out_shardings=(rep, rep))
+  step = train.jit_train_step(model, tx, config, mesh, donate=False)
   return state, step
 
 

@@ -56,7 +56,7 @@ def convert(input_dir: str, output_dir: str, config_path: str = None):
   tree.setdefault("batch_stats", {})
   ckpt_lib.check_compatible(tree, target, input_dir, allow_missing=not has_head)
   if not has_head:
-    missing_backbone = [k for k in ckpt_lib._flatten(target)
+    missing_backbone = [k for k in ckpt_lib.flatten(target)
                         if k.startswith("params/backbone/") and k not in flat]
     if missing_backbone:
       raise CheckpointError(f"{input_dir}: encoder weights incomplete, first missing "
@@ -64,9 +64,7 @@ def convert(input_dir: str, output_dir: str, config_path: str = None):
   checkpointer = ckpt_lib.Checkpointer(output_dir, async_save=False)
   if checkpointer.latest_step() is not None or checkpointer.best.latest_step() is not None:
     raise CheckpointError(f"{output_dir} already holds a checkpoint; choose an empty --output")
-  checkpointer.latest.save(0, args=ckpt_lib.ocp.args.Composite(**{
-      ckpt_lib.MODEL: ckpt_lib.ocp.args.StandardSave(tree),
-      ckpt_lib.CONFIG: ckpt_lib.ocp.args.JsonSave(config.to_dict())}))
+  checkpointer.save(0, tree, config)
   checkpointer.wait()
   checkpointer.close()
   with open(os.path.join(output_dir, "config.json"), "w") as f:

@@ -17,7 +17,6 @@ from segjax.errors import CheckpointError
 
 # (HF name regex, segjax path template, kind). Paths are "/"-joined; the first component is
 # the collection ("params" or "batch_stats").
-_LN = "layer_norm"
 _RULES: List[Tuple[str, str, str]] = [
     (r"encoder\.patch_embeddings\.(\d+)\.proj\.(weight|bias)",
      "params/backbone/patch_embed{0}/proj/{p}", "conv"),

@@ -30,14 +30,18 @@ class _Loader:
   the original one-line DataError instead.
   """
 
-  def __init__(self, source: Source):
+  def __init__(self, source: Source, check=None):
+    """check(index, image, mask) may raise DataError for pipeline-specific limits."""
     self.source = source
+    self.check = check
     self.error: Optional[DataError] = None
     self._lock = threading.Lock()
 
   def __call__(self, index):
     try:
       image, mask = self.source.load(int(index))
+      if self.check is not None:
+        self.check(int(index), image, mask)
     except DataError as e:
       with self._lock:
         self.error = self.error or e
@@ -129,26 +133,21 @@ def eval_batches(source: Source, data_cfg, *, global_batch: int, process_index: 
   indices = list(range(process_index, n, process_count))
   total = num_eval_batches(n, local, process_count) * local
   indices += [-1] * (total - len(indices))
-  loader = _Loader(source)
   size = list(data_cfg.eval_size)
 
-  def load_checked(index):
-    image, mask = loader(index)
+  def fits_canvas(index, image, mask):
+    del mask
     if image.shape[0] > size[0] or image.shape[1] > size[1]:
-      err = DataError(f"example {source.name(int(index))} is {image.shape[1]}x{image.shape[0]} "
+      raise DataError(f"example {source.name(index)} is {image.shape[1]}x{image.shape[0]} "
                       f"(WxH), larger than data.eval_size={tuple(size)} (H, W); raise it")
-      loader.error = loader.error or err
-      raise err
-    return image, mask
+
+  loader = _Loader(source, check=fits_canvas)
 
   def example(index):
     valid = index >= 0
 
     def real():
-      image, mask = tf.numpy_function(load_checked, [index], [tf.uint8, tf.uint8],
-                                      stateful=False)
-      image.set_shape([None, None, 3])
-      mask.set_shape([None, None])
+      image, mask = loader.tf_load(index)
       image = transforms.normalize(tf.cast(image, tf.float32), data_cfg.mean, data_cfg.std)
       return transforms.pad_to(image, mask, size)
 

@@ -55,11 +55,8 @@ def benchmark(config, batch_size, steps, warmup):
       "label": rng.randint(0, config.data.num_classes, (batch_size, h, w)).astype(np.uint8)},
       mesh)
   state, tx = train.init_state(model, config, mesh,
-                               lambda p: optim.make_optimizer(config.optim, p, 1000)[0])
-  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  step = jax.jit(train.make_train_step(model, tx, [h_["loss_weight"] for h_ in
-                                                   config.model.aux_heads]),
-                 in_shardings=(rep, shard, rep), out_shardings=(rep, rep))
+                               lambda p: optim.make_optimizer(config.optim, p, 1000))
+  step = train.jit_train_step(model, tx, config, mesh, donate=False)
   key = jax.random.key(0)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
@@ -75,6 +72,7 @@ def benchmark(config, batch_size, steps, warmup):
   train_s = _time(one_step, steps)
 
   logits_fn = evaluate.make_logits_fn(model, config.eval, config.data.num_classes)
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   fwd = jax.jit(lambda v, x: jnp.argmax(logits_fn(v, x), -1), in_shardings=(rep, shard),
                 out_shardings=shard)
   variables = holder["state"].variables
