@@ -78,6 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.max_to_keep = 3
   c.train.async_checkpoint = True
   c.train.num_overlays = 4  # eval images written as TensorBoard/PNG overlays
+  # A resume refuses a config that changes seed/data/model/optim/batch unless this is True.
+  c.train.allow_config_changes = False
+  # <workdir>/train.lock of a run on another host counts as stale after this many seconds
+  # without a heartbeat (a run on this host is stale as soon as its process is gone).
+  c.train.lock_stale_after = 600.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8  # global

@@ -9,33 +9,110 @@ PyTorch checkpoint (model + config, no optimizer) is a valid checkpoint too.
 
 Before any restore the saved shapes are compared with the model's, so a checkpoint from
 another model fails with the first mismatched parameter named instead of an orbax trace.
+
+Damage (a truncated or missing file, e.g. from a partial copy between buckets) is found by
+reading: any failure to read a step becomes one `DamagedCheckpointError` naming its directory.
+Training resume (`restore_for_resume`) then falls back to the newest intact step and moves
+the damaged ones to `checkpoints_damaged/` (kept, never deleted) so later saves of the same
+step numbers do not collide with them. A failed save (disk full, no permission) becomes one
+`CheckpointError` naming the path; orbax writes each step to a temporary directory and
+renames it only when complete, so the previous checkpoint stays restorable.
 """
-from typing import Any, Dict, Optional, Tuple, Union
+import contextlib
+import gc
+import sys
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
-from segjax.errors import CheckpointError
+from segjax import parallel
+from segjax.errors import CheckpointError, DamagedCheckpointError, warn
 
 MODEL, TRAIN, CONFIG = "model", "train", "config"
-LATEST_DIR, BEST_DIR = "checkpoints", "checkpoints_best"
+LATEST_DIR, BEST_DIR, DAMAGED_DIR = "checkpoints", "checkpoints_best", "checkpoints_damaged"
 
 
-def flatten(tree, prefix=()) -> Dict[str, Any]:
-  """{"a": {"b": x}} -> {"a/b": x}; leaves are whatever is not a dict."""
-  out = {}
-  if isinstance(tree, dict):
-    for k, v in tree.items():
-      out.update(flatten(v, prefix + (str(k),)))
-  elif tree is not None:
-    out["/".join(prefix)] = tree
-  return out
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey (namedtuple field), SequenceKey
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def flatten(tree) -> Dict[str, Any]:
+  """{"a": {"b": x}} -> {"a/b": x}, with sequence indices and namedtuple fields as path parts,
+  so a checkpoint's metadata tree (dicts and lists) and a live pytree (optax's namedtuples)
+  flatten to the same keys. None and empty containers have no leaves."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def short_reason(e: BaseException, limit: int = 200) -> str:
+  """The first line of an exception's root cause (orbax wraps tensorstore's precise error in
+  vaguer ones), cut to `limit` characters, for a one-line message."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _reading(directory, hint: str = ""):
+  """Turns any failure to read the checkpoint in `directory` into one DamagedCheckpointError
+  (user errors such as a shape mismatch pass through unchanged)."""
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # orbax/tensorstore raise ValueError, OSError, RuntimeError, ...
+    gc.collect()  # orbax's abandoned coroutines, while the filter is in place
+    raise DamagedCheckpointError(
+        f"{directory}: checkpoint is unreadable or incomplete ({short_reason(e)}){hint}"
+    ) from e
+
+
+def _is_orbax_echo(unraisable) -> bool:
+  """Whether an unraisable exception is an echo of a checkpoint read/write failure that is
+  reported as one error line anyway: orbax's un-awaited coroutines ("Exception ignored in
+  <coroutine ...>") and tensorstore callbacks into an asyncio loop that orbax already closed
+  ("RuntimeError: Event loop is closed", one per array: the issue's 51 tracebacks)."""
+  code = getattr(unraisable.object, "cr_code", None)
+  if code is not None and "/orbax/" in code.co_filename:
+    return True
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def _drop_orbax_echoes() -> None:
+  """Installs (once) an unraisable-exception hook without those echoes; every other
+  unraisable exception still reaches the previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, "segjax_filter", False):
+    return
+
+  def hook(unraisable):
+    if not _is_orbax_echo(unraisable):
+      previous(unraisable)
+
+  hook.segjax_filter = True
+  sys.unraisablehook = hook
+
+
+class Resumed(NamedTuple):
+  """What `restore_for_resume` found: the step, its variables, optimizer state and config."""
+  step: int
+  variables: Any
+  opt_state: Any
+  config: Dict[str, Any]
+  skipped: List[str]  # damaged step directories moved to checkpoints_damaged/
 
 
 def check_compatible(saved: Dict[str, Any], target: Dict[str, Any], source: str,
-                     allow_missing: bool = False) -> None:
+                     allow_missing: bool = False, what: str = "parameter") -> None:
   """Raises CheckpointError naming the first key whose presence or shape differs.
 
   Args:
@@ -43,23 +120,28 @@ def check_compatible(saved: Dict[str, Any], target: Dict[str, Any], source: str,
     target: tree of the model's arrays or ShapeDtypeStructs.
     source: the checkpoint path, for the message.
     allow_missing: accept target keys absent from `saved` (init_from of an encoder only).
+    what: what a leaf is, for the message ("parameter", "optimizer state entry").
   """
   saved_flat, target_flat = flatten(saved), flatten(target)
+  owner = "model" if what == "parameter" else "optimizer"
+  hint = ("was it saved for another model (check config.model)?" if what == "parameter" else
+          "was it saved with other optimizer settings (check config.optim, e.g. lr_mults, "
+          "no_decay)?")
   unexpected = sorted(set(saved_flat) - set(target_flat))
   if unexpected:
     raise CheckpointError(
-        f"{source}: checkpoint has {len(unexpected)} parameter(s) the model lacks, first "
-        f"'{unexpected[0]}'; was it saved for another model (check config.model)?")
+        f"{source}: checkpoint has {len(unexpected)} {what}(s) the {owner} lacks, first "
+        f"'{unexpected[0]}'; {hint}")
   missing = sorted(set(target_flat) - set(saved_flat))
   if missing and not allow_missing:
     raise CheckpointError(
-        f"{source}: checkpoint lacks {len(missing)} parameter(s) of the model, first "
-        f"'{missing[0]}'; was it saved for another model (check config.model)?")
+        f"{source}: checkpoint lacks {len(missing)} {what}(s) of the {owner}, first "
+        f"'{missing[0]}'; {hint}")
   for key in sorted(saved_flat):
     s, t = tuple(saved_flat[key].shape), tuple(target_flat[key].shape)
     if s != t:
       raise CheckpointError(
-          f"{source}: parameter '{key}' has shape {s} in the checkpoint but {t} in the model "
+          f"{source}: {what} '{key}' has shape {s} in the checkpoint but {t} in the {owner} "
           "(different variant or num_classes?)")
 
 
@@ -88,20 +170,50 @@ class Checkpointer:
     self.workdir = epath.Path(workdir)
     if "://" not in workdir:
       self.workdir = self.workdir.absolute()
-    options = dict(enable_async_checkpointing=async_save, create=not read_only)
+    self._saving: Optional[Tuple[str, int]] = None  # (directory, step) of an async save
+    _drop_orbax_echoes()
+    # Leftover temporary directories are saves that never finished (a kill mid-save): they
+    # hold no committed checkpoint, and a later save of the same step would collide.
+    options = dict(enable_async_checkpointing=async_save, create=not read_only,
+                   cleanup_tmp_directories=not read_only)
     # Handlers are named up front so a fresh process can read metadata before any save.
     handlers = {MODEL: ocp.StandardCheckpointHandler(), CONFIG: ocp.JsonCheckpointHandler()}
-    self.latest = ocp.CheckpointManager(
-        self.workdir / LATEST_DIR,
-        item_handlers={**handlers, TRAIN: ocp.StandardCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **options))
-    self.best = ocp.CheckpointManager(
-        self.workdir / BEST_DIR, item_handlers=dict(handlers),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m["mIoU"], best_mode="max",
-            keep_checkpoints_without_metrics=False, **options))
+    with self._writing(self.workdir, "open"):
+      self.latest = ocp.CheckpointManager(
+          self.workdir / LATEST_DIR,
+          item_handlers={**handlers, TRAIN: ocp.StandardCheckpointHandler()},
+          options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **options))
+      self.best = ocp.CheckpointManager(
+          self.workdir / BEST_DIR, item_handlers=dict(handlers),
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=1, best_fn=lambda m: m["mIoU"], best_mode="max",
+              keep_checkpoints_without_metrics=False, **options))
 
   # -- saving ------------------------------------------------------------------------------
+  @contextlib.contextmanager
+  def _writing(self, directory, what: str):
+    """One CheckpointError naming the path for a failed save (disk full, no permission),
+    including the failure of an earlier asynchronous save that surfaces only now."""
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as e:
+      if self._saving is not None:  # the error belongs to the async save still in flight
+        directory, step = self._saving
+        what = f"save the checkpoint of step {step}"
+      self._saving = None
+      done = self.latest_finished_step()
+      kept = (f"; the last finished checkpoint (step {done}) is intact" if done is not None
+              else "")
+      raise CheckpointError(f"{directory}: could not {what} ({short_reason(e)}){kept}") from e
+
+  def latest_finished_step(self) -> Optional[int]:
+    try:
+      return self.latest.latest_step()
+    except Exception:  # only used inside error messages
+      return None
+
   def save(self, step: int, model_vars, config: ml_collections.ConfigDict, opt_state=None,
            force: bool = False) -> None:
     """Saves model (+ optimizer state, unless None: converted weights have none)."""
@@ -109,22 +221,43 @@ class Checkpointer:
              CONFIG: ocp.args.JsonSave(config.to_dict())}
     if opt_state is not None:
       items[TRAIN] = ocp.args.StandardSave({"opt_state": opt_state})
-    self.latest.save(step, args=ocp.args.Composite(**items), force=force)
+    directory = self.latest.directory / str(step)
+    with self._writing(directory, f"save the checkpoint of step {step}"):
+      self.latest.save(step, args=ocp.args.Composite(**items), force=force)
+    self._saving = (str(directory), step)
 
   def save_best(self, step: int, model_vars, config, miou: float) -> None:
-    self.best.save(step, args=ocp.args.Composite(**{
-        MODEL: ocp.args.StandardSave(model_vars),
-        CONFIG: ocp.args.JsonSave(config.to_dict())}), metrics={"mIoU": float(miou)})
+    directory = self.best.directory / str(step)
+    with self._writing(directory, f"save the best checkpoint of step {step}"):
+      self.best.save(step, args=ocp.args.Composite(**{
+          MODEL: ocp.args.StandardSave(model_vars),
+          CONFIG: ocp.args.JsonSave(config.to_dict())}), metrics={"mIoU": float(miou)})
+
+  def check_for_errors(self) -> None:
+    """Raises the CheckpointError of a failed asynchronous save without waiting for it."""
+    with self._writing(self.latest.directory, "save"):
+      self.latest.check_for_errors()
+      self.best.check_for_errors()
 
   def best_miou(self) -> Optional[float]:
     step = self.best.latest_step()
     if step is None:
       return None
-    return self.best.metrics(step)["mIoU"]
+    with _reading(self.best.directory / str(step)):
+      return self.best.metrics(step)["mIoU"]
 
-  def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+  def wait(self, raise_errors: bool = True) -> None:
+    """Waits for async saves; raise_errors=False while another error is already on its way
+    out (the save's failure is then only logged)."""
+    try:
+      with self._writing(self.latest.directory, "save"):
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+    except CheckpointError as e:
+      if raise_errors:
+        raise
+      logging.warning("%s", e)
+    self._saving = None
 
   def close(self) -> None:
     self.latest.close()
@@ -150,38 +283,111 @@ class Checkpointer:
             f"eval.checkpoint must be 'latest', 'best' or a step number, got {which!r}") from None
       mngr = self.latest if step in self.latest.all_steps() else self.best
       if step not in mngr.all_steps():
-        steps = sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))
-        raise CheckpointError(f"{self.workdir}: no checkpoint at step {step}; saved: {steps}")
+        raise CheckpointError(
+            f"{self.workdir}: no checkpoint at step {step}; saved: {self.saved_steps()}")
     if step is None:
       raise CheckpointError(
           f"{self.workdir}: no checkpoint found (looked in {LATEST_DIR}/ and {BEST_DIR}/)")
     return mngr, step
 
+  def saved_steps(self) -> List[int]:
+    return sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))
+
+  def _others_hint(self, step: int) -> str:
+    others = [s for s in self.saved_steps() if s != step]
+    return (f"; other saved steps: {others} (--config.eval.checkpoint=STEP)" if others else "")
+
   def saved_config(self, which: Union[str, int] = "latest") -> ml_collections.ConfigDict:
     mngr, step = self.resolve(which)
-    cfg = mngr.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
-    return ml_collections.ConfigDict(cfg[CONFIG])
+    return ml_collections.ConfigDict(self._read_config(mngr, step))
+
+  def _read_config(self, mngr, step: int) -> Dict[str, Any]:
+    with _reading(mngr.directory / str(step), self._others_hint(step)):
+      cfg = mngr.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
+      return dict(cfg[CONFIG])
 
   def restore_model(self, which: Union[str, int], target, allow_missing: bool = False):
     """Restores {"params", "batch_stats"} shaped like `target`; returns (step, vars).
 
     With allow_missing, target leaves the checkpoint lacks keep their value from `target`
-    (which must then hold arrays, not shapes).
+    (which must then hold arrays, not shapes). An unreadable checkpoint is a
+    DamagedCheckpointError naming its directory (evaluation never falls back silently).
     """
     mngr, step = self.resolve(which)
+    with _reading(mngr.directory / str(step), self._others_hint(step)):
+      return step, self._restore_model(mngr, step, target, allow_missing)
+
+  def _restore_model(self, mngr, step: int, target, allow_missing: bool = False):
     source = str(epath.Path(mngr.directory) / str(step))
     saved = mngr.item_metadata(step)[MODEL].tree
     check_compatible(saved, target, source, allow_missing=allow_missing)
     abstract = jax.tree.map(_abstract, _select(saved, target))
     restored = mngr.restore(step, args=ocp.args.Composite(**{
         MODEL: ocp.args.StandardRestore(abstract)}))[MODEL]
-    return step, _merge(target, restored) if allow_missing else restored
+    return _merge(target, restored) if allow_missing else restored
 
-  def restore_train(self, step: int, target):
-    """Restores {"opt_state"} of a latest-checkpoint step, shaped like `target`."""
+  def _restore_train(self, step: int, target):
+    source = str(epath.Path(self.latest.directory) / str(step))
+    saved = self.latest.item_metadata(step)[TRAIN].tree
+    check_compatible(saved, target, source, what="optimizer state entry")
     restored = self.latest.restore(step, args=ocp.args.Composite(**{
         TRAIN: ocp.args.StandardRestore(jax.tree.map(_abstract, target))}))
     return restored[TRAIN]
+
+  def restore_for_resume(self, variables, opt_state,
+                         check_config: Optional[Callable] = None) -> Optional[Resumed]:
+    """The newest intact step of checkpoints/, or None when there is none at all.
+
+    `check_config(saved_config_dict, step, directory)` may refuse the resume (raise) after
+    the step is read and before anything is moved or written. Damaged steps (unreadable files, missing items) are skipped and moved to
+    checkpoints_damaged/ by process 0, with a warning naming them; a checkpoint that does not
+    fit the run (another model or optimizer) is an error, not damage. When every step is
+    damaged, that is an error too: starting from scratch would silently discard the run.
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    skipped, reasons = [], []
+    for step in steps:
+      directory = self.latest.directory / str(step)
+      try:
+        with _reading(directory):
+          config = self._read_config(self.latest, step)
+          restored_vars = self._restore_model(self.latest, step, variables)
+          restored_opt = self._restore_train(step, {"opt_state": opt_state})["opt_state"]
+      except DamagedCheckpointError as e:
+        skipped.append(step)
+        reasons.append(str(e))
+        continue
+      if check_config is not None:
+        check_config(config, step, str(directory))
+      moved = self._move_damaged(skipped) if skipped else []
+      if moved:
+        warn(f"resuming from step {step}: skipped {len(moved)} damaged checkpoint(s), moved "
+             f"to {', '.join(moved)} (not deleted); first: {reasons[0]}")
+      return Resumed(step, restored_vars, restored_opt, config, moved)
+    if skipped:
+      raise DamagedCheckpointError(
+          f"{self.latest.directory}: all {len(skipped)} checkpoint(s) are unreadable or "
+          f"incomplete (steps {sorted(skipped)}; first: {reasons[0]}); nothing was changed. "
+          f"Move {LATEST_DIR}/ away to start from scratch, or restore a copy")
+    return None
+
+  def _move_damaged(self, steps: List[int]) -> List[str]:
+    """Moves damaged step directories to checkpoints_damaged/<step>[.N] (process 0 moves,
+    every process agrees on the names before and waits for the move after)."""
+    dest_root, moved = self.workdir / DAMAGED_DIR, []
+    for step in steps:
+      dest, n = dest_root / str(step), 1
+      while dest.exists():
+        dest, n = dest_root / f"{step}.{n}", n + 1
+      moved.append(dest)
+    parallel.sync_hosts("segjax_damaged_checkpoints_named")
+    if jax.process_index() == 0:
+      dest_root.mkdir(parents=True, exist_ok=True)
+      for step, dest in zip(steps, moved):
+        (self.latest.directory / str(step)).rename(dest)
+    parallel.sync_hosts("segjax_damaged_checkpoints_moved")
+    self.latest.reload()
+    return [str(d) for d in moved]
 
 
 def _abstract(x):

@@ -18,6 +18,7 @@ from segjax import checkpoint as ckpt_lib
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax import models, parallel
+from segjax import workdir as workdir_lib
 from segjax.data import pipeline
 from segjax.errors import ConfigError
 from segjax.models.layers import resize_bilinear
@@ -157,13 +158,10 @@ class Evaluator:
 
 
 def write_results(path, step: int, results: Dict, class_names: List[str]) -> None:
-  """Writes {"step", "metrics", "class_names"} to a temporary file, then renames it, so a
-  reader (or a crash) never sees a half-written file."""
-  path = epath.Path(path)
+  """Writes {"step", "metrics", "class_names"} atomically: a reader (or a crash) never sees a
+  half-written file."""
   payload = {"step": int(step), "metrics": results, "class_names": list(class_names)}
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=2))
-  tmp.replace(path)
+  workdir_lib.atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def evaluate_workdir(config, workdir: str) -> Dict:

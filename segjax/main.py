@@ -6,7 +6,8 @@
 
 Any config field can be overridden: --config.train.batch_size=16. Without --config, evaluate
 and predict use the config saved with the checkpoint in DIR. Bad input ends with one line
-`error: ...` (exit status 2) instead of a traceback.
+`error: ...` (exit status 2) instead of a traceback (--debug shows the traceback too). On
+several hosts, a process that fails posts its error line to the others, which stop with it.
 """
 import logging as py_logging
 import os
@@ -26,13 +27,25 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"], "What to do
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
+flags.DEFINE_float("peer_timeout", 60.0, "Multi-host: seconds without a heartbeat from "
+                   "another process before this one stops too (instead of hanging).")
+flags.DEFINE_bool("debug", False, "Print the traceback of user-facing errors as well.")
 
 
 class _QuietLibraries(py_logging.Filter):
-  """Drops INFO records of orbax (dozens per checkpoint) so the progress lines stay readable."""
+  """Drops orbax's INFO records (dozens per checkpoint) so the progress lines stay readable,
+  and its ERROR records (tracebacks from background threads): segjax reports a failed save or
+  restore itself, in one line. --debug keeps the errors."""
+
+  def __init__(self, keep_errors: bool):
+    super().__init__()
+    self.keep_errors = keep_errors
 
   def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    return record.levelno == py_logging.WARNING or (
+        record.levelno >= py_logging.ERROR and self.keep_errors)
 
 
 def run(config, workdir: str, mode: str):
@@ -66,7 +79,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from segjax import parallel
   from segjax.errors import SegjaxError
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(_QuietLibraries(keep_errors=FLAGS.debug))
   if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)
@@ -78,13 +91,38 @@ def main(argv):
     detail = " ".join(line.strip() for line in str(e).splitlines()[-3:])
     print(f"error: cannot load --config: {detail}", file=sys.stderr)
     sys.exit(2)
+  watch = None
   try:
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id)
+    watch = parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                            FLAGS.process_id, FLAGS.peer_timeout)
     run(config, os.path.expanduser(FLAGS.workdir), FLAGS.mode)
   except SegjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e), 2, watch, traceback=FLAGS.debug)
+  except KeyboardInterrupt:
+    _fail("interrupted (Ctrl-C); the last finished checkpoint is intact", 130, watch,
+          traceback=FLAGS.debug)
+  except Exception as e:  # a bug: keep its traceback, but do not leave other hosts hanging
+    _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+          1, watch, traceback=True)
+  if watch is not None:
+    watch.stop()
+
+
+def _fail(message: str, status: int, watch, traceback: bool) -> None:
+  """One `error:` line (and the traceback if asked), posted to the other hosts, then exit.
+
+  With several hosts the exit skips jax.distributed's shutdown barrier, which would wait
+  minutes for processes that are exiting on their own.
+  """
+  if traceback:
+    import traceback as tb
+    tb.print_exc()
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  if watch is None:
+    sys.exit(status)
+  watch.announce_failure(message)
+  sys.stdout.flush()
+  os._exit(status)
 
 
 def _unknown_override(argv):

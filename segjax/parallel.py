@@ -1,11 +1,24 @@
-"""Device mesh, shardings and multi-host start-up.
+"""Device mesh, shardings, multi-host start-up and the watch over the other hosts.
 
 Data parallelism over every device of every host is one mesh axis, "data". Parameters and
 optimizer state are replicated; batches are split along their first axis. Under jit, XLA
 inserts the cross-device reductions, so BatchNorm statistics and the loss mean are global
 whatever the device count (no SyncBN switch, no single-device special case).
+
+On several hosts a process that fails or dies would leave the others waiting forever in
+their next collective. `PeerWatch` prevents that through the coordination service's
+key-value store: a failing process posts its one-line error there, every process posts a
+heartbeat counter, and a thread in each process ends it with one `error:` line when another
+process has failed, has stopped beating for `peer_timeout` seconds, or the coordinator
+(process 0) is gone. (When process 0 itself dies, JAX's own client usually ends the other
+processes first, within about a second, with "Terminating process because the JAX
+distributed service detected fatal errors"; its error callback cannot be replaced from
+Python in this JAX version.)
 """
 import os
+import sys
+import threading
+import time
 from typing import Dict, Optional
 
 import jax
@@ -20,23 +33,137 @@ DATA_AXIS = "data"
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
-  """Starts jax.distributed when asked explicitly or when running on a Cloud TPU VM pod.
+                           process_id: Optional[int] = None,
+                           peer_timeout: float = 60.0) -> Optional["PeerWatch"]:
+  """Starts jax.distributed when asked explicitly or when running on a Cloud TPU VM pod, and
+  the PeerWatch (returned; None on one host).
 
   On a TPU VM, JAX discovers the coordinator from the TPU metadata, so every worker runs the
   same command. Elsewhere pass all three flags (e.g. 2 processes on one machine in tests).
+  `peer_timeout` stays below JAX's own heartbeat timeout (100 s), which aborts the process
+  with a C++ stack trace instead of a message.
   """
   if coordinator_address:
     if num_processes is None or process_id is None:
-      raise ValueError("--coordinator_address needs --num_processes and --process_id")
+      raise ConfigError("--coordinator_address needs --num_processes and --process_id")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
     jax.distributed.initialize()
   else:
-    return
+    return None
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
+  if jax.process_count() == 1:
+    return None
+  watch = PeerWatch(peer_timeout)
+  watch.start()
+  return watch
+
+
+_FAILURE_KEY = "segjax/failure"
+_ALIVE_KEY = "segjax/alive/{}"
+_DONE_KEY = "segjax/done/{}"
+
+
+class PeerWatch(threading.Thread):
+  """A daemon thread ending this process when another one failed or died (module docstring)."""
+
+  def __init__(self, peer_timeout: float, interval: float = 1.0):
+    super().__init__(name="segjax-peer-watch", daemon=True)
+    from jax._src import distributed  # the client of jax.distributed's coordination service
+    self.client = distributed.global_state.client
+    self.me, self.count = jax.process_index(), jax.process_count()
+    self.timeout, self.interval = peer_timeout, interval
+    self._stop = threading.Event()
+
+  def _try_get(self, key: str) -> Optional[str]:
+    try:
+      return self.client.key_value_try_get(key)
+    except Exception as e:  # NOT_FOUND is an exception too; anything else is a lost service
+      if "NOT_FOUND" in str(e) or "not found" in str(e).lower():
+        return None
+      raise
+
+  def run(self):
+    others = [p for p in range(self.count) if p != self.me]
+    seen = {p: (None, time.monotonic()) for p in others}
+    beat, unreachable_since = 0, None
+    while not self._stop.wait(self.interval):
+      try:
+        beat += 1
+        self.client.key_value_set(_ALIVE_KEY.format(self.me), str(beat), allow_overwrite=True)
+        failure = self._try_get(_FAILURE_KEY)
+        if failure is not None and not failure.startswith(f"process {self.me} "):
+          self._exit(f"stopping because {failure}", 2)
+        now = time.monotonic()
+        for p in others:
+          if self._try_get(_DONE_KEY.format(p)) is not None:
+            continue
+          value = self._try_get(_ALIVE_KEY.format(p))
+          if value != seen[p][0]:
+            seen[p] = (value, now)
+          elif now - seen[p][1] > self.timeout:
+            self._exit(f"process {p} of {self.count} has sent no heartbeat for "
+                       f"{self.timeout:.0f}s (crashed, killed, or its host is down); stopping "
+                       "this process too (resume from the last checkpoint)", 1)
+        unreachable_since = None
+      except Exception as e:  # the coordination service (in process 0) is unreachable
+        if self._stop.is_set():
+          return
+        unreachable_since = unreachable_since or time.monotonic()
+        if time.monotonic() - unreachable_since > min(self.timeout, 10.0):
+          self._exit("lost the coordinator of this multi-host run (process 0 crashed, was "
+                     f"killed, or its host is down: {str(e).splitlines()[0][:120]}); stopping "
+                     "this process too (resume from the last checkpoint)", 1)
+
+  def _exit(self, message: str, status: int) -> None:
+    if self._stop.is_set():
+      return
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    self._mark_done()
+    os._exit(status)
+
+  def _mark_done(self) -> None:
+    try:
+      self.client.key_value_set(_DONE_KEY.format(self.me), "1", allow_overwrite=True)
+    except Exception:  # the service may already be gone
+      pass
+
+  def stop(self) -> None:
+    """Normal end of this process: peers no longer expect its heartbeat."""
+    self._mark_done()
+    self._stop.set()
+
+  def announce_failure(self, message: str, linger: float = 15.0) -> None:
+    """Posts this process's one-line error for the others, then stops watching. Process 0
+    hosts the key-value store, so it lingers until the others have read it and left (or
+    `linger` seconds passed) before it may exit."""
+    try:
+      self.client.key_value_set(_FAILURE_KEY, f"process {self.me} failed: {message}")
+    except Exception:  # another process failed first, or the service is gone
+      pass
+    self.stop()
+    if self.me != 0:
+      return
+    deadline = time.monotonic() + linger
+    pending = [p for p in range(self.count) if p != self.me]
+    while pending and time.monotonic() < deadline:
+      pending = [p for p in pending if self._try_get_quiet(_DONE_KEY.format(p)) is None]
+      time.sleep(0.2)
+
+  def _try_get_quiet(self, key: str) -> Optional[str]:
+    try:
+      return self._try_get(key)
+    except Exception:
+      return "gone"
+
+
+def sync_hosts(name: str) -> None:
+  """A barrier over all processes (no-op with one): e.g. process 0 changed shared files."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(devices=None) -> Mesh:

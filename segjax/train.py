@@ -5,7 +5,9 @@ the jitted step, the loop (log / checkpoint / evaluate / preemption), the end.
 """
 import functools
 import json
+import os
 import signal
+import sys
 import time
 from typing import Any, Dict, List
 
@@ -24,8 +26,9 @@ from segjax import checkpoint as ckpt_lib
 from segjax import data as data_lib
 from segjax import evaluate as eval_lib
 from segjax import losses, models, optim, parallel, predict
+from segjax import workdir as workdir_lib
 from segjax.data import pipeline
-from segjax.errors import ConfigError, TrainingDivergedError
+from segjax.errors import ConfigError, TrainingDivergedError, warn
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -100,20 +103,96 @@ def _mean_metrics(pending: List[Dict[str, jax.Array]], step: int) -> Dict[str, f
   return means
 
 
-def _install_sigterm_handler():
-  """SIGTERM (TPU preemption, Slurm) -> save at the next step and exit cleanly."""
-  flag = {"set": False}
+class StopSignals:
+  """SIGTERM (TPU preemption, Slurm) and Ctrl-C (SIGINT): checkpoint at the next step, exit.
 
-  def handler(signum, frame):
+  One process: a Python handler sets a flag. Several processes: the hosts must agree on the
+  step to save at, so the request goes through JAX's preemption sync point, whose notifier
+  owns SIGTERM in C++. A Python SIGTERM handler would replace that notifier and no host would
+  ever see the preemption, so none is installed then; Ctrl-C is forwarded to the notifier as
+  a SIGTERM to this process. A second Ctrl-C exits at once: orbax commits a checkpoint by
+  renaming a finished temporary directory, so no finished checkpoint can be damaged by it.
+  """
+
+  def __init__(self, multi_host: bool):
+    self.multi_host = multi_host
+    self.requested = False
+    self._previous = {}
+
+  def _on_signal(self, signum, frame):
     del frame
-    logging.warning("received signal %d: checkpointing at the next step, then exiting", signum)
-    flag["set"] = True
+    if signum == signal.SIGINT and self.requested:
+      print("error: interrupted twice: exiting now without a checkpoint of this step (the last "
+            "finished checkpoint is intact)", file=sys.stderr, flush=True)
+      os._exit(130)
+    name = signal.Signals(signum).name
+    logging.warning("received %s: checkpointing at the next step, then exiting (Ctrl-C again "
+                    "to exit at once)", name)
+    self.requested = True
+    if self.multi_host and signum == signal.SIGINT:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's notifier: all hosts stop at one step
 
-  try:
-    signal.signal(signal.SIGTERM, handler)
-  except ValueError:  # not the main thread (e.g. called from a notebook worker)
-    pass
-  return flag
+  def __enter__(self):
+    signums = [signal.SIGINT] + ([] if self.multi_host else [signal.SIGTERM])
+    try:
+      for signum in signums:
+        self._previous[signum] = signal.signal(signum, self._on_signal)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no handlers
+      pass
+    return self
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def reached(self, step: int, checkpointer: ckpt_lib.Checkpointer) -> bool:
+    """Whether to save at `step` and stop; on several hosts, the same step on every host."""
+    if self.multi_host:
+      return checkpointer.latest.reached_preemption(step)
+    return self.requested
+
+
+# Fields that shape the training trajectory: resuming with another value is a different run.
+# Paths that may move and evaluation-only or speed-only fields are free to change.
+TRAJECTORY_FIELDS = ("seed", "data", "model", "optim", "train.batch_size")
+FREE_FIELDS = ("data.root", "data.eval_split", "data.eval_size", "data.num_parallel_calls",
+               "data.synthetic_eval_size")
+
+
+def _fields(tree, prefix="") -> Dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1}; lists and tuples are values (JSON makes tuples lists)."""
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_fields(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: json.loads(json.dumps(tree))}
+
+
+def check_resume_config(saved: Dict[str, Any], config: ml_collections.ConfigDict, step: int,
+                        source: str) -> None:
+  """Refuses a resume whose config changes the trajectory (unless train.allow_config_changes),
+  and says so when a changed train.num_steps moves the poly schedule's lr."""
+  old, new = _fields(saved), _fields(config.to_dict())
+  changed = [k for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k) and k.startswith(TRAJECTORY_FIELDS)
+             and not k.startswith(FREE_FIELDS)]
+  if changed and not config.train.allow_config_changes:
+    listed = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r})"
+                       for k in changed[:4])
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    raise ConfigError(
+        f"the config differs from the one saved in {source} in fields that change training: "
+        f"{listed}{more}; use a new --workdir, or --config.train.allow_config_changes=True to "
+        "continue this run with them")
+  old_steps = saved.get("train", {}).get("num_steps")
+  if old_steps is not None and old_steps != config.train.num_steps and step < config.train.num_steps:
+    old_optim = ml_collections.ConfigDict(saved.get("optim", config.optim.to_dict()))
+    was = float(optim.warmup_poly_schedule(old_optim, old_steps)(min(step, old_steps) - 1))
+    now = float(optim.warmup_poly_schedule(config.optim, config.train.num_steps)(step))
+    warn(f"train.num_steps changed {old_steps} -> {config.train.num_steps}: the poly schedule "
+         f"is stretched to the new length, so the lr goes from {was:.2e} (step {step}) to "
+         f"{now:.2e} (step {step + 1})")
 
 
 def _format_eta(seconds: float) -> str:
@@ -127,8 +206,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   evaluation results."""
   # ---------------------------------------------------------------- set-up
   is_main = jax.process_index() == 0
-  workdir_path = epath.Path(workdir)  # local or gs:// (pods need storage all hosts see)
-  workdir_path.mkdir(parents=True, exist_ok=True)
+  # Local or gs:// (pods need storage all hosts see). Writable and ours before anything else.
+  workdir_path = workdir_lib.ensure_writable(workdir) if is_main else epath.Path(workdir)
+  lock = workdir_lib.RunLock(workdir, config.train.lock_stale_after)
+  if is_main:
+    lock.acquire()
+  try:
+    return _train(config, workdir, workdir_path, lock)
+  finally:
+    lock.release()
+
+
+def _train(config, workdir, workdir_path, lock) -> Dict[str, Any]:
+  is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
   num_steps = config.train.num_steps
@@ -136,9 +226,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     raise ConfigError(f"train.num_steps must be positive, got {num_steps}")
   train_source = data_lib.build_source(config.data, config.data.train_split)
   eval_source = data_lib.build_source(config.data, config.data.eval_split)
-  if is_main:
-    (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   logging.info("%d devices on %d host(s); %d train / %d eval images (%s)", jax.device_count(),
                jax.process_count(), len(train_source), len(eval_source), config.data.name)
 
@@ -152,14 +239,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                config.model.get("backbone", {}).get("name", "-"), f"{num_params:,}")
 
   # ---------------------------------------------------------------- restore
+  # Everything is checked before the first write: a resume with the wrong config or a
+  # checkpoint of another model leaves the workdir exactly as it was.
   checkpointer = ckpt_lib.Checkpointer(workdir, config.train.max_to_keep,
                                        config.train.async_checkpoint)
-  start_step = checkpointer.latest_step() or 0
-  if start_step:
-    _, variables = checkpointer.restore_model(start_step, state.variables)
-    opt_state = checkpointer.restore_train(start_step, {"opt_state": state.opt_state})
+  resumed = checkpointer.restore_for_resume(
+      state.variables, state.opt_state,
+      check_config=lambda saved, step, source: check_resume_config(saved, config, step, source))
+  start_step = 0
+  if resumed:
+    start_step = resumed.step
     state = state.replace(step=jax.device_put(jnp.int32(start_step), parallel.replicated(mesh)),
-                          opt_state=opt_state["opt_state"], **variables)
+                          opt_state=resumed.opt_state, **resumed.variables)
     logging.info("resumed from %s at step %d", checkpointer.latest.directory, start_step)
   elif config.init_from:
     source = ckpt_lib.Checkpointer(config.init_from, read_only=True)
@@ -170,6 +261,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   else:
     logging.info("training from scratch")
   best_miou = checkpointer.best_miou()
+  history = workdir_lib.EvalHistory(workdir)
+  if is_main:
+    history.rollback(start_step)  # evaluations past the resumed step belong to a lost future
+    workdir_lib.atomic_write_text(workdir_path / "config.json",
+                                  config.to_json_best_effort(indent=2))
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
 
   # ---------------------------------------------------------------- compiled functions
   train_step = jit_train_step(model, tx, config, mesh)
@@ -186,9 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if is_main:
       eval_lib.write_results(workdir_path / "eval_results.json", step, results,
                              eval_source.class_names)
-      history = workdir_path / "eval_history.jsonl"  # rewritten whole: gs:// has no append
-      line = json.dumps({"step": step, **{k: results[k] for k in ("mIoU", "mAcc", "aAcc")}})
-      history.write_text((history.read_text() if history.exists() else "") + line + "\n")
+      history.add(step, {k: results[k] for k in ("mIoU", "mAcc", "aAcc")})
       if kept:
         panels = [predict.panel(img, lab, pred, palette) for img, lab, pred in kept]
         writer.write_images(step, {"eval/image_gt_pred": np.stack(panels)})
@@ -203,7 +298,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       train_source, config.data, seed=config.seed, global_batch=config.train.batch_size,
       start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count())
-  preempt = _install_sigterm_handler()
   pending: List[Dict[str, jax.Array]] = []
   results: Dict[str, Any] = {}
   last_time, last_step = time.time(), start_step
@@ -213,50 +307,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   else:
     logging.info("training steps %d..%d, global batch %d", start_step + 1, num_steps,
                  config.train.batch_size)
+  stop = StopSignals(multi_host=jax.process_count() > 1)
   try:
-    for step in range(start_step + 1, num_steps + 1):
-      batch = parallel.global_batch(next(batches), mesh)
-      state, metrics = train_step(state, batch, dropout_rng)
-      pending.append(metrics)
-      if step == start_step + 1:  # the first step compiles; keep it out of images/s
-        jax.block_until_ready(state.step)
-        logging.info("first step (compile included) took %.1fs", time.time() - last_time)
-        last_time, last_step = time.time(), step
+    with stop:
+      for step in range(start_step + 1, num_steps + 1):
+        batch = parallel.global_batch(next(batches), mesh)
+        state, metrics = train_step(state, batch, dropout_rng)
+        pending.append(metrics)
+        if step == start_step + 1:  # the first step compiles; keep it out of images/s
+          jax.block_until_ready(state.step)
+          logging.info("first step (compile included) took %.1fs", time.time() - last_time)
+          last_time, last_step = time.time(), step
 
-      # Multi-host: every host must agree on the step to save at, so use JAX's preemption sync
-      # point (SIGTERM reaches the hosts at different times); one host: the local flag.
-      preempted = (checkpointer.latest.reached_preemption(step) if jax.process_count() > 1
-                   else preempt["set"])
-      last = step == num_steps
-      do_log = step % config.train.log_every == 0 or last
-      do_ckpt = step % config.train.checkpoint_every == 0 or last or preempted
-      do_eval = step % config.train.eval_every == 0 or last
-      if pending and (do_log or do_ckpt or do_eval):
-        means = _mean_metrics(pending, step)  # raises on NaN before anything is saved
-        pending = []
-        if do_log:
-          now = time.time()
-          rate = (step - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
-          eta = (num_steps - step) * config.train.batch_size / max(rate, 1e-9)
-          lr = float(schedule(step - 1))  # the rate this step's update used
-          logging.info("step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", step, num_steps,
-                       means["loss"], lr, rate, _format_eta(eta))
-          writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
-                                      "train/lr": lr, "train/images_per_sec": rate})
-          last_time, last_step = now, step
-      if do_ckpt:
-        checkpointer.save(step, state.variables, config, state.opt_state, force=preempted)
-      if do_eval:
-        results = run_eval(step)
-        if best_miou is None or results["mIoU"] > best_miou:
-          best_miou = results["mIoU"]
-          checkpointer.save_best(step, state.variables, config, best_miou)
-        last_time, last_step = time.time(), step  # keep eval time out of images/s
-      if preempted:
-        logging.warning("preempted: checkpoint of step %d saved, exiting", step)
-        break
-  finally:  # also on NaN/kill: let in-flight async saves of good states finish
-    checkpointer.wait()
+        preempted = stop.reached(step, checkpointer)
+        last = step == num_steps
+        do_log = step % config.train.log_every == 0 or last
+        do_ckpt = step % config.train.checkpoint_every == 0 or last or preempted
+        do_eval = step % config.train.eval_every == 0 or last
+        if pending and (do_log or do_ckpt or do_eval):
+          means = _mean_metrics(pending, step)  # raises on NaN before anything is saved
+          pending = []
+          checkpointer.check_for_errors()  # a failed async save stops the run right here
+          lock.heartbeat()
+          if do_log:
+            now = time.time()
+            rate = (step - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
+            eta = (num_steps - step) * config.train.batch_size / max(rate, 1e-9)
+            lr = float(schedule(step - 1))  # the rate this step's update used
+            logging.info("step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", step, num_steps,
+                         means["loss"], lr, rate, _format_eta(eta))
+            writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
+                                        "train/lr": lr, "train/images_per_sec": rate})
+            last_time, last_step = now, step
+        if do_ckpt:
+          checkpointer.save(step, state.variables, config, state.opt_state, force=preempted)
+        if do_eval:
+          results = run_eval(step)
+          if best_miou is None or results["mIoU"] > best_miou:
+            best_miou = results["mIoU"]
+            checkpointer.save_best(step, state.variables, config, best_miou)
+          last_time, last_step = time.time(), step  # keep eval time out of images/s
+        if preempted:
+          checkpointer.wait()
+          logging.warning("stop requested: checkpoint of step %d saved, exiting", step)
+          break
+      checkpointer.wait()  # a save that fails at the very end is still reported
+  except BaseException:  # NaN, a failed save, a kill: let in-flight saves of good states end
+    checkpointer.wait(raise_errors=False)
+    raise
+  finally:
     checkpointer.close()
 
   # ---------------------------------------------------------------- the end
