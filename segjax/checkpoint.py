@@ -21,6 +21,7 @@ renames it only when complete, so the previous checkpoint stays restorable.
 import contextlib
 import gc
 import sys
+import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import jax
@@ -100,6 +101,21 @@ def _drop_orbax_echoes() -> None:
 
   hook.segjax_filter = True
   sys.unraisablehook = hook
+  warnings.filterwarnings("ignore", category=RuntimeWarning,
+                          message="coroutine '_read_array_index_and_device_put' was never")
+
+
+# orbax splits each replicated array over the replicas so that they write in parallel. For
+# small arrays that is one eager slice (traced, lowered and compiled) per array and replica:
+# the first save of the tiny test model on 8 CPU devices took 12.5 s, and 0.33 s when only
+# slices of at least 1 MiB are split. Arrays large enough to profit are still split.
+MIN_REPLICA_SLICE_BYTES = 1 << 20
+
+
+def _configure_orbax() -> None:
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
 
 
 class Resumed(NamedTuple):
@@ -172,6 +188,7 @@ class Checkpointer:
       self.workdir = self.workdir.absolute()
     self._saving: Optional[Tuple[str, int]] = None  # (directory, step) of an async save
     _drop_orbax_echoes()
+    _configure_orbax()
     # Leftover temporary directories are saves that never finished (a kill mid-save): they
     # hold no committed checkpoint, and a later save of the same step would collide.
     options = dict(enable_async_checkpointing=async_save, create=not read_only,
