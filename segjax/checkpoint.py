@@ -113,9 +113,13 @@ MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 
 def _configure_orbax() -> None:
-  ocp.type_handlers.register_type_handler(
+  """Registers the jax.Array handler above in orbax's global registry (quietly: the public
+  register_type_handler logs a warning on every override)."""
+  from orbax.checkpoint._src.serialization import type_handler_registry as registry
+  registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(
       jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+          min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES),
+      override=True, ignore_warnings=True)
 
 
 class Resumed(NamedTuple):
@@ -186,6 +190,7 @@ class Checkpointer:
     self.workdir = epath.Path(workdir)
     if "://" not in workdir:
       self.workdir = self.workdir.absolute()
+    self.async_save = async_save
     self._saving: Optional[Tuple[str, int]] = None  # (directory, step) of an async save
     _drop_orbax_echoes()
     _configure_orbax()
@@ -241,7 +246,8 @@ class Checkpointer:
     directory = self.latest.directory / str(step)
     with self._writing(directory, f"save the checkpoint of step {step}"):
       self.latest.save(step, args=ocp.args.Composite(**items), force=force)
-    self._saving = (str(directory), step)
+    if self.async_save:  # its failure can only surface later, at the next save or wait
+      self._saving = (str(directory), step)
 
   def save_best(self, step: int, model_vars, config, miou: float) -> None:
     directory = self.best.directory / str(step)
@@ -365,14 +371,18 @@ class Checkpointer:
     skipped, reasons = [], []
     for step in steps:
       directory = self.latest.directory / str(step)
+      error = None
       try:
         with _reading(directory):
           config = self._read_config(self.latest, step)
           restored_vars = self._restore_model(self.latest, step, variables)
           restored_opt = self._restore_train(step, {"opt_state": opt_state})["opt_state"]
       except DamagedCheckpointError as e:
+        error = str(e)
+      # Hosts read their own files: a step any host cannot read is damaged for all of them.
+      if not parallel.all_hosts_agree(error is None):
         skipped.append(step)
-        reasons.append(str(e))
+        reasons.append(error or f"{directory}: checkpoint is unreadable on another host")
         continue
       if check_config is not None:
         check_config(config, step, str(directory))

@@ -34,14 +34,17 @@ flags.DEFINE_bool("debug", False, "Print the traceback of user-facing errors as 
 
 class _QuietLibraries(py_logging.Filter):
   """Drops orbax's INFO records (dozens per checkpoint) so the progress lines stay readable,
-  and its ERROR records (tracebacks from background threads): segjax reports a failed save or
-  restore itself, in one line. --debug keeps the errors."""
+  and its ERROR records and asyncio's "exception was never retrieved" (tracebacks from
+  background reads and writes): segjax reports a failed save or restore itself, in one line.
+  --debug keeps the errors."""
 
   def __init__(self, keep_errors: bool):
     super().__init__()
     self.keep_errors = keep_errors
 
   def filter(self, record):
+    if record.name == "asyncio" and "exception was never retrieved" in record.getMessage():
+      return self.keep_errors  # orbax's abandoned reads of a damaged checkpoint, already named
     if "/orbax/" not in record.pathname:
       return True
     return record.levelno == py_logging.WARNING or (

@@ -166,6 +166,14 @@ def sync_hosts(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def all_hosts_agree(flag: bool) -> bool:
+  """True when `flag` is true on every process (no-op with one)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(flag))))
+
+
 def make_mesh(devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), (DATA_AXIS,))

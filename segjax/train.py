@@ -212,12 +212,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if is_main:
     lock.acquire()
   try:
-    return _train(config, workdir, workdir_path, lock)
+    return _train(config, workdir, workdir_path)
   finally:
     lock.release()
 
 
-def _train(config, workdir, workdir_path, lock) -> Dict[str, Any]:
+def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
@@ -328,7 +328,6 @@ def _train(config, workdir, workdir_path, lock) -> Dict[str, Any]:
           means = _mean_metrics(pending, step)  # raises on NaN before anything is saved
           pending = []
           checkpointer.check_for_errors()  # a failed async save stops the run right here
-          lock.heartbeat()
           if do_log:
             now = time.time()
             rate = (step - last_step) * config.train.batch_size / max(now - last_time, 1e-9)

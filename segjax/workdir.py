@@ -7,6 +7,7 @@ Paths go through etils.epath, so a gs:// workdir works too.
 import json
 import os
 import socket
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -84,8 +85,8 @@ class EvalHistory:
 class RunLock:
   """<workdir>/train.lock: at most one trainer per workdir.
 
-  The file names its holder (host, pid) and its mtime is a heartbeat, refreshed while the
-  run trains. A lock is stale, and is taken over, when its holder is on this host and its pid
+  The file names its holder (host, pid) and its mtime is a heartbeat, refreshed by a
+  background thread while the lock is held (also through long evaluations). A lock is stale, and is taken over, when its holder is on this host and its pid
   is gone (a crash or kill -9), or, for a holder on another host, when the heartbeat is older
   than `stale_after` seconds. So a crashed run never leaves the workdir locked for good.
   On multi-host runs only process 0 takes the lock.
@@ -97,7 +98,8 @@ class RunLock:
     self.holder = {"host": socket.gethostname(), "pid": os.getpid(),
                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     self._held = False
-    self._last_beat = 0.0
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
 
   def _describe_other(self) -> Optional[str]:
     """A description of a live holder, or None when the lock is free or stale."""
@@ -127,23 +129,28 @@ class RunLock:
       if self.path.exists():
         self.path.unlink(missing_ok=True)
       if _create_exclusive(self.path, json.dumps(self.holder)):
-        self._held, self._last_beat = True, time.time()
+        self._held = True
+        self._thread = threading.Thread(target=self._beat, name="segjax-lock-heartbeat",
+                                        daemon=True)
+        self._thread.start()
         return
       other = self._describe_other() or "another trainer that started at the same moment"
     raise WorkdirError(
         f"{self.path.parent} is in use by another trainer ({other}); wait for it to finish, "
         f"use another --workdir, or delete {self.path} if that run is gone")
 
-  def heartbeat(self, every: float = 30.0) -> None:
-    """Refreshes the lock's mtime (cheap; at most once per `every` seconds)."""
-    if self._held and time.time() - self._last_beat >= every:
+  def _beat(self, every: float = 30.0) -> None:
+    """Refreshes the lock's mtime every `every` seconds until released."""
+    while not self._stop.wait(every):
       try:
         atomic_write_text(self.path, json.dumps(self.holder))
-        self._last_beat = time.time()
       except WorkdirError as e:  # a full disk shows up at the next checkpoint, named there
         logging.warning("could not refresh %s: %s", self.path, e)
 
   def release(self) -> None:
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()  # so no heartbeat re-creates the file after it is removed
     if self._held:
       self._held = False
       try:

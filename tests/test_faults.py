@@ -157,6 +157,13 @@ def test_damaged_latest_checkpoint_resume_falls_back_and_evaluation_refuses(six_
     evaluate.evaluate_workdir(config, str(workdir))
   with pytest.raises(DamagedCheckpointError, match="checkpoints/6: checkpoint is unreadable"):
     Segmenter.from_workdir(str(workdir))
+  code, stderr = run(workdir, args + ["--mode=evaluate", "--config.eval.checkpoint=6"])
+  assert code == 2, stderr[-3000:]
+  (line,) = user_lines(stderr, "error")  # the report: 51 tracebacks, exit status 1
+  assert line.startswith(f"error: {workdir}/checkpoints/6: checkpoint is unreadable or "
+                         "incomplete (")
+  for noise in ("Traceback", "Exception ignored", "never awaited", "warning:"):
+    assert noise not in stderr, noise
   fresh = config.copy_and_resolve_references()
   fresh.init_from = str(workdir)
   with pytest.raises(DamagedCheckpointError, match="checkpoints/6: checkpoint is unreadable"):
