@@ -54,11 +54,15 @@ def flatten(tree) -> Dict[str, Any]:
 
 def short_reason(e: BaseException, limit: int = 200) -> str:
   """The first line of an exception's root cause (orbax wraps tensorstore's precise error in
-  vaguer ones), cut to `limit` characters, for a one-line message."""
+  vaguer ones), for a one-line message. Longer than `limit`, its middle is cut: tensorstore
+  puts what failed first and the OS error (e.g. "File too large") last."""
   while e.__cause__ is not None:
     e = e.__cause__
   text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+  if len(text) <= limit:
+    return text
+  head = limit // 2
+  return f"{text[:head]} ... {text[-(limit - head - 5):]}"
 
 
 @contextlib.contextmanager
@@ -361,11 +365,12 @@ class Checkpointer:
                          check_config: Optional[Callable] = None) -> Optional[Resumed]:
     """The newest intact step of checkpoints/, or None when there is none at all.
 
-    `check_config(saved_config_dict, step, directory)` may refuse the resume (raise) after
-    the step is read and before anything is moved or written. Damaged steps (unreadable files, missing items) are skipped and moved to
-    checkpoints_damaged/ by process 0, with a warning naming them; a checkpoint that does not
-    fit the run (another model or optimizer) is an error, not damage. When every step is
-    damaged, that is an error too: starting from scratch would silently discard the run.
+    `check_config(saved_config_dict, step, directory)` may refuse the resume (raise) after the
+    step is read and before anything is moved or written. Damaged steps (unreadable files,
+    missing items) are skipped and moved to checkpoints_damaged/ by process 0, with a warning
+    naming them; a checkpoint that does not fit the run (another model or optimizer) is an
+    error, not damage. When every step is damaged, that is an error too: starting from scratch
+    would silently discard the run.
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
     skipped, reasons = [], []

@@ -186,7 +186,8 @@ def check_resume_config(saved: Dict[str, Any], config: ml_collections.ConfigDict
         f"{listed}{more}; use a new --workdir, or --config.train.allow_config_changes=True to "
         "continue this run with them")
   old_steps = saved.get("train", {}).get("num_steps")
-  if old_steps is not None and old_steps != config.train.num_steps and step < config.train.num_steps:
+  new_steps = config.train.num_steps
+  if old_steps is not None and old_steps != new_steps and step < new_steps:
     old_optim = ml_collections.ConfigDict(saved.get("optim", config.optim.to_dict()))
     was = float(optim.warmup_poly_schedule(old_optim, old_steps)(min(step, old_steps) - 1))
     now = float(optim.warmup_poly_schedule(config.optim, config.train.num_steps)(step))

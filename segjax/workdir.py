@@ -85,11 +85,11 @@ class EvalHistory:
 class RunLock:
   """<workdir>/train.lock: at most one trainer per workdir.
 
-  The file names its holder (host, pid) and its mtime is a heartbeat, refreshed by a
-  background thread while the lock is held (also through long evaluations). A lock is stale, and is taken over, when its holder is on this host and its pid
-  is gone (a crash or kill -9), or, for a holder on another host, when the heartbeat is older
-  than `stale_after` seconds. So a crashed run never leaves the workdir locked for good.
-  On multi-host runs only process 0 takes the lock.
+  The file names its holder (host, pid) and its mtime is a heartbeat, refreshed by a background
+  thread while the lock is held (also through long evaluations). A lock is stale, and is taken
+  over, when its heartbeat is older than `stale_after` seconds or, sooner, when its holder is
+  on this host and its pid is gone (a crash or kill -9). So a crashed run never leaves the
+  workdir locked for good. On multi-host runs only process 0 takes the lock.
   """
 
   def __init__(self, workdir, stale_after: float = 600.0):
@@ -112,10 +112,9 @@ class RunLock:
       other = json.loads(text)
     except ValueError:  # being written this instant by another starter
       other = {"host": "?", "pid": "?", "started": "?"}
+    alive = age < self.stale_after  # a live holder refreshes it every 30 s
     if other.get("host") == self.holder["host"] and isinstance(other.get("pid"), int):
-      alive = _pid_alive(other["pid"]) and other["pid"] != os.getpid()
-    else:
-      alive = age < self.stale_after
+      alive = alive and _pid_alive(other["pid"]) and other["pid"] != os.getpid()
     if not alive:
       logging.info("taking over the stale lock %s of pid %s on %s", self.path,
                    other.get("pid"), other.get("host"))
