@@ -21,7 +21,6 @@ import pytest
 from segjax import checkpoint as ckpt_lib
 from segjax import evaluate, models, parallel, train
 from segjax import workdir as workdir_lib
-from segjax.data import pipeline
 from segjax.errors import CheckpointError, ConfigError, DamagedCheckpointError, WorkdirError
 from segjax.inference import Segmenter
 from tests.conftest import REPO, load_config
@@ -269,20 +268,18 @@ def test_resume_with_another_config_refuses_before_writing(six_steps, tmp_path):
   assert (workdir / "config.json").read_bytes() == snapshot["config.json"]
 
 
-def test_raising_num_steps_warns_about_the_lr_jump(six_steps, tmp_path, capsys):
-  config, _, pristine = six_steps
-  workdir = copy_of(pristine, tmp_path / "run")
+def test_raising_num_steps_warns_about_the_lr_jump(six_steps, capsys):
+  config, _, workdir = six_steps
+  saved = ckpt_lib.Checkpointer(str(workdir), read_only=True).saved_config("latest").to_dict()
   longer = config.copy_and_resolve_references()
-  longer.train.num_steps = 7
-  longer.train.eval_every = 100
-  train.train_and_evaluate(longer, str(workdir))
-  err = capsys.readouterr().err
-  (warning,) = user_lines(err, "warning")
-  assert warning == ("warning: train.num_steps changed 6 -> 7: the poly schedule is stretched "
-                     "to the new length, so the lr goes from 2.50e-04 (step 6) to 2.00e-04 "
+  longer.train.num_steps = 12  # continue the finished 6-step run: poly(1.0) from 0 back up
+  train.check_resume_config(saved, longer, 6, "ckpt")
+  (warning,) = user_lines(capsys.readouterr().err, "warning")
+  assert warning == ("warning: train.num_steps changed 6 -> 12: the poly schedule is stretched "
+                     "to the new length, so the lr goes from 2.50e-04 (step 6) to 6.00e-04 "
                      "(step 7)")
-  assert ckpt_lib.Checkpointer(str(workdir), read_only=True).latest_step() == 7
-  assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 7
+  train.check_resume_config(saved, config, 6, "ckpt")  # unchanged: silent
+  assert capsys.readouterr().err == ""
 
 
 # ------------------------------------------------------------------------- signals
@@ -345,21 +342,11 @@ def test_unwritable_workdir_is_one_error_before_anything(tmp_path):
   assert "Traceback" not in stderr
 
 
-def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-  config, args = config_and_args(num_steps=6, checkpoint_every=2, eval_every=100)
-  workdir = tmp_path / "run"
-  real = pipeline.train_batches
-
-  def dying(*a, **kw):  # a first run that "dies" while fetching step 3, after saving step 2
-    for i, batch in enumerate(real(*a, **kw)):
-      if i == 2:
-        raise KeyboardInterrupt
-      yield batch
-
-  monkeypatch.setattr(pipeline, "train_batches", dying)
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, str(workdir))
-  monkeypatch.undo()
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(six_steps, tmp_path):
+  config, args, pristine = six_steps
+  workdir = copy_of(pristine, tmp_path / "run")
+  for step in ("4", "6"):  # as if the run had stopped after its checkpoint of step 2
+    shutil.rmtree(workdir / "checkpoints" / step)
   _, saved = restore(workdir, config)
 
   # The optimizer state's files are larger than 300 kB, so the save of step 4 fails.
