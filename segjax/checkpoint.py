@@ -247,6 +247,9 @@ class Checkpointer:
              CONFIG: ocp.args.JsonSave(config.to_dict())}
     if opt_state is not None:
       items[TRAIN] = ocp.args.StandardSave({"opt_state": opt_state})
+    # orbax waits for the previous async save before starting this one anyway; waiting here
+    # first names a failure of that save as its own, not as this step's.
+    self.wait()
     directory = self.latest.directory / str(step)
     with self._writing(directory, f"save the checkpoint of step {step}"):
       self.latest.save(step, args=ocp.args.Composite(**items), force=force)
