@@ -62,12 +62,15 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
 
 
 _FAILURE_KEY = "segjax/failure"
-_ALIVE_KEY = "segjax/alive/{}"
-_DONE_KEY = "segjax/done/{}"
+_ALIVE_DIR = "segjax/alive/"  # <dir><process index> = heartbeat counter
+_DONE_DIR = "segjax/done/"  # <dir><process index> = "1" once the process ends normally
 
 
 class PeerWatch(threading.Thread):
-  """A daemon thread ending this process when another one failed or died (module docstring)."""
+  """A daemon thread ending this process when another one failed or died (module docstring).
+
+  Three key-value calls per second and process, whatever the number of processes.
+  """
 
   def __init__(self, peer_timeout: float, interval: float = 1.0):
     super().__init__(name="segjax-peer-watch", daemon=True)
@@ -85,6 +88,9 @@ class PeerWatch(threading.Thread):
         return None
       raise
 
+  def _dir(self, prefix: str) -> Dict[int, str]:
+    return {int(k.rsplit("/", 1)[-1]): v for k, v in self.client.key_value_dir_get(prefix)}
+
   def run(self):
     others = [p for p in range(self.count) if p != self.me]
     seen = {p: (None, time.monotonic()) for p in others}
@@ -92,17 +98,16 @@ class PeerWatch(threading.Thread):
     while not self._stop.wait(self.interval):
       try:
         beat += 1
-        self.client.key_value_set(_ALIVE_KEY.format(self.me), str(beat), allow_overwrite=True)
+        self.client.key_value_set(f"{_ALIVE_DIR}{self.me}", str(beat), allow_overwrite=True)
         failure = self._try_get(_FAILURE_KEY)
         if failure is not None and not failure.startswith(f"process {self.me} "):
           self._exit(f"stopping because {failure}", 2)
-        now = time.monotonic()
+        alive, done, now = self._dir(_ALIVE_DIR), self._dir(_DONE_DIR), time.monotonic()
         for p in others:
-          if self._try_get(_DONE_KEY.format(p)) is not None:
+          if p in done:
             continue
-          value = self._try_get(_ALIVE_KEY.format(p))
-          if value != seen[p][0]:
-            seen[p] = (value, now)
+          if alive.get(p) != seen[p][0]:
+            seen[p] = (alive.get(p), now)
           elif now - seen[p][1] > self.timeout:
             self._exit(f"process {p} of {self.count} has sent no heartbeat for "
                        f"{self.timeout:.0f}s (crashed, killed, or its host is down); stopping "
@@ -126,7 +131,7 @@ class PeerWatch(threading.Thread):
 
   def _mark_done(self) -> None:
     try:
-      self.client.key_value_set(_DONE_KEY.format(self.me), "1", allow_overwrite=True)
+      self.client.key_value_set(f"{_DONE_DIR}{self.me}", "1", allow_overwrite=True)
     except Exception:  # the service may already be gone
       pass
 
@@ -147,16 +152,13 @@ class PeerWatch(threading.Thread):
     if self.me != 0:
       return
     deadline = time.monotonic() + linger
-    pending = [p for p in range(self.count) if p != self.me]
-    while pending and time.monotonic() < deadline:
-      pending = [p for p in pending if self._try_get_quiet(_DONE_KEY.format(p)) is None]
+    while time.monotonic() < deadline:
+      try:
+        if len(self._dir(_DONE_DIR)) >= self.count:
+          return
+      except Exception:  # nobody left to read it
+        return
       time.sleep(0.2)
-
-  def _try_get_quiet(self, key: str) -> Optional[str]:
-    try:
-      return self._try_get(key)
-    except Exception:
-      return "gone"
 
 
 def sync_hosts(name: str) -> None:
