@@ -12,9 +12,10 @@ another model fails with the first mismatched parameter named instead of an orba
 
 Damage (a truncated or missing file, e.g. from a partial copy between buckets) is found by
 reading: any failure to read a step becomes one `DamagedCheckpointError` naming its directory.
-Training resume (`restore_for_resume`) then falls back to the newest intact step and moves
-the damaged ones to `checkpoints_damaged/` (kept, never deleted) so later saves of the same
-step numbers do not collide with them. A failed save (disk full, no permission) becomes one
+Training resume (`restore_for_resume`) then falls back to the newest intact step, and, once
+the trainer has accepted it, `set_aside_damaged` moves the damaged ones to
+`checkpoints_damaged/` (kept, never deleted) so later saves of those step numbers do not
+collide with them. A failed save (disk full, no permission) becomes one
 `CheckpointError` naming the path; orbax writes each step to a temporary directory and
 renames it only when complete, so the previous checkpoint stays restorable.
 """
@@ -22,7 +23,7 @@ import contextlib
 import gc
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import jax
 import ml_collections
@@ -127,12 +128,13 @@ def _configure_orbax() -> None:
 
 
 class Resumed(NamedTuple):
-  """What `restore_for_resume` found: the step, its variables, optimizer state and config."""
+  """What `restore_for_resume` found: the newest intact step and the damaged ones above it."""
   step: int
   variables: Any
   opt_state: Any
-  config: Dict[str, Any]
-  skipped: List[str]  # damaged step directories moved to checkpoints_damaged/
+  config: Dict[str, Any]  # the config saved with `step`
+  damaged: List[int]  # newer steps that could not be read, for `set_aside_damaged`
+  reasons: List[str]  # one DamagedCheckpointError message per damaged step
 
 
 def check_compatible(saved: Dict[str, Any], target: Dict[str, Any], source: str,
@@ -229,16 +231,10 @@ class Checkpointer:
         directory, step = self._saving
         what = f"save the checkpoint of step {step}"
       self._saving = None
-      done = self.latest_finished_step()
+      done = self.latest.latest_step() if hasattr(self, "latest") else None
       kept = (f"; the last finished checkpoint (step {done}) is intact" if done is not None
               else "")
       raise CheckpointError(f"{directory}: could not {what} ({short_reason(e)}){kept}") from e
-
-  def latest_finished_step(self) -> Optional[int]:
-    try:
-      return self.latest.latest_step()
-    except Exception:  # only used inside error messages
-      return None
 
   def save(self, step: int, model_vars, config: ml_collections.ConfigDict, opt_state=None,
            force: bool = False) -> None:
@@ -329,12 +325,12 @@ class Checkpointer:
 
   def saved_config(self, which: Union[str, int] = "latest") -> ml_collections.ConfigDict:
     mngr, step = self.resolve(which)
-    return ml_collections.ConfigDict(self._read_config(mngr, step))
+    with _reading(mngr.directory / str(step), self._others_hint(step)):
+      return ml_collections.ConfigDict(self._read_config(mngr, step))
 
   def _read_config(self, mngr, step: int) -> Dict[str, Any]:
-    with _reading(mngr.directory / str(step), self._others_hint(step)):
-      cfg = mngr.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
-      return dict(cfg[CONFIG])
+    cfg = mngr.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
+    return dict(cfg[CONFIG])
 
   def restore_model(self, which: Union[str, int], target, allow_missing: bool = False):
     """Restores {"params", "batch_stats"} shaped like `target`; returns (step, vars).
@@ -364,20 +360,17 @@ class Checkpointer:
         TRAIN: ocp.args.StandardRestore(jax.tree.map(_abstract, target))}))
     return restored[TRAIN]
 
-  def restore_for_resume(self, variables, opt_state,
-                         check_config: Optional[Callable] = None) -> Optional[Resumed]:
+  def restore_for_resume(self, variables, opt_state) -> Optional[Resumed]:
     """The newest intact step of checkpoints/, or None when there is none at all.
 
-    `check_config(saved_config_dict, step, directory)` may refuse the resume (raise) after the
-    step is read and before anything is moved or written. Damaged steps (unreadable files,
-    missing items) are skipped and moved to checkpoints_damaged/ by process 0, with a warning
-    naming them; a checkpoint that does not fit the run (another model or optimizer) is an
-    error, not damage. When every step is damaged, that is an error too: starting from scratch
-    would silently discard the run.
+    Damaged steps (unreadable files, missing items) are skipped and reported in `Resumed`;
+    nothing is moved here, so the caller can still refuse the resume (e.g. another config)
+    with the workdir untouched, then call `set_aside_damaged`. A checkpoint that does not fit
+    the run (another model or optimizer) is an error, not damage. When every step is damaged,
+    that is an error too: starting from scratch would silently discard the run.
     """
-    steps = sorted(self.latest.all_steps(), reverse=True)
-    skipped, reasons = [], []
-    for step in steps:
+    damaged, reasons = [], []
+    for step in sorted(self.latest.all_steps(), reverse=True):
       directory = self.latest.directory / str(step)
       error = None
       try:
@@ -388,23 +381,24 @@ class Checkpointer:
       except DamagedCheckpointError as e:
         error = str(e)
       # Hosts read their own files: a step any host cannot read is damaged for all of them.
-      if not parallel.all_hosts_agree(error is None):
-        skipped.append(step)
-        reasons.append(error or f"{directory}: checkpoint is unreadable on another host")
-        continue
-      if check_config is not None:
-        check_config(config, step, str(directory))
-      moved = self._move_damaged(skipped) if skipped else []
-      if moved:
-        warn(f"resuming from step {step}: skipped {len(moved)} damaged checkpoint(s), moved "
-             f"to {', '.join(moved)} (not deleted); first: {reasons[0]}")
-      return Resumed(step, restored_vars, restored_opt, config, moved)
-    if skipped:
+      if parallel.all_hosts_agree(error is None):
+        return Resumed(step, restored_vars, restored_opt, config, damaged, reasons)
+      damaged.append(step)
+      reasons.append(error or f"{directory}: checkpoint is unreadable on another host")
+    if damaged:
       raise DamagedCheckpointError(
-          f"{self.latest.directory}: all {len(skipped)} checkpoint(s) are unreadable or "
-          f"incomplete (steps {sorted(skipped)}; first: {reasons[0]}); nothing was changed. "
+          f"{self.latest.directory}: all {len(damaged)} checkpoint(s) are unreadable or "
+          f"incomplete (steps {sorted(damaged)}; first: {reasons[0]}); nothing was changed. "
           f"Move {LATEST_DIR}/ away to start from scratch, or restore a copy")
     return None
+
+  def set_aside_damaged(self, resumed: Resumed) -> None:
+    """Moves the damaged steps `restore_for_resume` skipped to checkpoints_damaged/ (kept:
+    a later save of the same step would collide with them), with one warning line."""
+    if resumed.damaged:
+      moved = self._move_damaged(resumed.damaged)
+      warn(f"resuming from step {resumed.step}: skipped {len(moved)} damaged checkpoint(s), "
+           f"moved to {', '.join(moved)} (not deleted); first: {resumed.reasons[0]}")
 
   def _move_damaged(self, steps: List[int]) -> List[str]:
     """Moves damaged step directories to checkpoints_damaged/<step>[.N] (process 0 moves,

@@ -244,11 +244,12 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   # checkpoint of another model leaves the workdir exactly as it was.
   checkpointer = ckpt_lib.Checkpointer(workdir, config.train.max_to_keep,
                                        config.train.async_checkpoint)
-  resumed = checkpointer.restore_for_resume(
-      state.variables, state.opt_state,
-      check_config=lambda saved, step, source: check_resume_config(saved, config, step, source))
+  resumed = checkpointer.restore_for_resume(state.variables, state.opt_state)
   start_step = 0
   if resumed:
+    check_resume_config(resumed.config, config, resumed.step,
+                        str(checkpointer.latest.directory / str(resumed.step)))
+    checkpointer.set_aside_damaged(resumed)  # the first write, after every check
     start_step = resumed.step
     state = state.replace(step=jax.device_put(jnp.int32(start_step), parallel.replicated(mesh)),
                           opt_state=resumed.opt_state, **resumed.variables)
