@@ -80,6 +80,7 @@ def run(config, workdir: str, mode: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  import jax
   from segjax import parallel
   from segjax.errors import SegjaxError
   logging.get_absl_handler().addFilter(_QuietLibraries(keep_errors=FLAGS.debug))
@@ -105,6 +106,10 @@ def main(argv):
     _fail("interrupted (Ctrl-C); the last finished checkpoint is intact", 130, watch,
           traceback=FLAGS.debug)
   except Exception as e:  # a bug: keep its traceback, but do not leave other hosts hanging
+    if watch is not None and isinstance(e, jax.errors.JaxRuntimeError):
+      logging.info("a cross-process operation failed (%s); checking the other processes",
+                   str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
+      watch.await_verdict()  # first let the watch say which peer died, if one did
     _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
           1, watch, traceback=True)
   if watch is not None:

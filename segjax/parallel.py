@@ -140,6 +140,15 @@ class PeerWatch(threading.Thread):
     self._mark_done()
     self._stop.set()
 
+  def await_verdict(self) -> None:
+    """Called when a cross-process operation raised (e.g. Gloo's "Connection closed by
+    peer"): such errors arrive as soon as a peer dies or exits, before its heartbeat is
+    overdue or its own error is read. Give the watch one timeout to name the cause; it then
+    ends the process with its own line. Returns if it found nothing (a genuine error)."""
+    deadline = time.monotonic() + self.timeout + 3 * self.interval
+    while self.is_alive() and time.monotonic() < deadline:
+      time.sleep(self.interval / 4)
+
   def announce_failure(self, message: str, linger: float = 15.0) -> None:
     """Posts this process's one-line error for the others, then stops watching. Process 0
     hosts the key-value store, so it lingers until the others have read it and left (or
