@@ -6,7 +6,8 @@ Field reference (also in the README):
                            params initialise a fresh run; params it lacks stay random.
   data.*                   dataset, augmentation and eval canvas; see segjax/data.
   model.*                  registry names + constructor arguments; see segjax/models.
-  optim.*                  AdamW, per-parameter lr multipliers / weight-decay exemptions, schedule.
+  optim.*                  AdamW or SGD, per-parameter lr multipliers / weight-decay
+                           exemptions, warmup + poly schedule.
   train.*                  global batch, steps, logging / eval / checkpoint periods.
   eval.*                   batch, whole|slide inference, which checkpoint evaluate mode restores.
   predict.*                input folder, output folder, checkpoint for --mode=predict.
@@ -45,28 +46,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic_image_size = (128, 128)
   c.data.synthetic_seed = 0
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "encoder_decoder"
-  c.model.dtype = "float32"  # or bfloat16 (compute only; params and optimizer stay float32)
-  c.model.backbone = ml_collections.ConfigDict({"name": "mit_b0", "drop_path_rate": 0.1})
-  c.model.decode_head = ml_collections.ConfigDict(
-      {"name": "segformer_head", "channels": 256, "dropout": 0.1})
-  c.model.neck = ml_collections.ConfigDict()  # empty = none
-  c.model.aux_heads = ()  # each {"name": ..., "loss_weight": 0.4, ...}
+  # A whole model replaces c.model: {"name": <MODELS entry>, "dtype": ..., its arguments}.
+  c.model = encoder_decoder(backbone={"name": "mit_b0", "drop_path_rate": 0.1},
+                            decode_head={"name": "segformer_head", "channels": 256,
+                                         "dropout": 0.1})
 
   c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adamw"  # adamw | sgd (momentum, coupled L2 weight decay: torch's SGD)
   c.optim.lr = 6e-5
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8
+  c.optim.momentum = 0.9  # sgd only
   c.optim.weight_decay = 0.01
-  # Regexes over "/"-joined param paths (e.g. "backbone/block0_0/norm1/scale").
-  c.optim.no_decay = ("norm", "_bn/", "dwconv")
-  c.optim.lr_mults = (("^decode_head/", 10.0), ("^aux_heads", 10.0))  # (regex, multiplier)
+  # Regexes over "/"-joined param paths (e.g. "backbone/block0_0/mlp/dwconv/kernel").
+  c.optim.no_decay = ("dwconv",)
+  c.optim.no_decay_norms = True  # BatchNorm/LayerNorm parameters undecayed (by module type)
+  c.optim.lr_mults = (("^decode_head", 10.0), ("^auxiliary_head", 10.0))  # (regex, mult)
   c.optim.warmup_steps = 1500
   c.optim.warmup_start_factor = 1e-6
   c.optim.poly_power = 1.0
-  c.optim.end_lr = 0.0
+  c.optim.end_lr = 0.0  # absolute floor of every group (mmseg's eta_min)
   c.optim.grad_clip = 0.0  # global-norm clip; 0 = off
 
   c.train = ml_collections.ConfigDict()
@@ -101,11 +101,85 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def encoder_decoder(backbone, decode_head, neck=None, auxiliary_head=(),
+                    dtype: str = "float32") -> ml_collections.ConfigDict:
+  """config.model of an EncoderDecoder (segjax/models/segmentor.py).
+
+  `decode_head` is one head or a sequence (a cascade, e.g. OCRNet); each `auxiliary_head`
+  entry carries its `loss_weight`. dtype: "bfloat16" computes in bfloat16 (params and
+  optimizer stay float32).
+  """
+  model = {"name": "encoder_decoder", "dtype": dtype, "backbone": backbone,
+           "decode_head": decode_head}
+  if neck:
+    model["neck"] = neck
+  if auxiliary_head:
+    model["auxiliary_head"] = tuple(auxiliary_head)
+  return ml_collections.ConfigDict(model)
+
+
+def aux_fcn_head(in_index: int = 2, channels: int = 256, loss_weight: float = 0.4) -> dict:
+  """mmseg's auxiliary FCN head on the stage-3 map (deep supervision, weight 0.4)."""
+  return {"name": "fcn_head", "in_index": in_index, "channels": channels, "num_convs": 1,
+          "concat_input": False, "dropout": 0.1, "loss_weight": loss_weight}
+
+
+def dilated_resnet(depth: int = 50, output_stride: int = 8, **kwargs) -> dict:
+  """mmseg's ResNetV1c with dilated last stages: "d8" (strides 1,2,1,1, dilations 1,1,2,4)
+  or output stride 16 (strides 1,2,2,1, dilations 1,1,1,2); contract_dilation as mmseg."""
+  strides, dilations = {8: ((1, 2, 1, 1), (1, 1, 2, 4)),
+                        16: ((1, 2, 2, 1), (1, 1, 1, 2)),
+                        32: ((1, 2, 2, 2), (1, 1, 1, 1))}[output_stride]
+  return {"name": f"resnet{depth}_v1c", "strides": strides, "dilations": dilations,
+          "contract_dilation": True, **kwargs}
+
+
+def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
+                   ) -> ml_collections.ConfigDict:
+  """mmseg's CNN recipe on Cityscapes (e.g. pspnet_r50-d8_4xb2-80k_cityscapes-512x1024):
+  random resize of 2048x1024 by 0.5-2, 512x1024 crops (cat_max_ratio 0.75), flip,
+  photometric distortion, global batch 8; SGD lr 0.01, momentum 0.9, coupled weight decay
+  5e-4 on every parameter (BN included), poly 0.9 to 1e-4 without warmup; whole-image test
+  at 1024x2048 (mmseg's test mode for these configs)."""
+  c = base_config()
+  c.data.name = "cityscapes"
+  c.data.root = "data/cityscapes"
+  c.data.num_classes = 19
+  c.data.base_size = (1024, 2048)
+  c.data.crop_size = (512, 1024)
+  c.data.eval_size = (1024, 2048)
+  c.model = model
+  c.optim.name = "sgd"
+  c.optim.lr = 0.01
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 5e-4
+  c.optim.no_decay = ()
+  c.optim.no_decay_norms = False
+  c.optim.lr_mults = ()
+  c.optim.warmup_steps = 0
+  c.optim.poly_power = 0.9
+  c.optim.end_lr = 1e-4
+  c.train.batch_size = 8
+  c.train.num_steps = num_steps
+  c.train.eval_every = 8_000
+  c.train.checkpoint_every = 8_000
+  c.eval.batch_size = 8
+  c.eval.mode = "whole"
+  return c
+
+
 SEGFORMER_DECODER_CHANNELS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
 
 
 def segformer_cityscapes(variant: str) -> ml_collections.ConfigDict:
-  """The SegFormer paper recipe on Cityscapes (mmseg segformer_mit-b*_8xb1-160k_cityscapes)."""
+  """The SegFormer paper recipe on Cityscapes: 1024x1024 crops, batch 8, 160k steps, AdamW
+  6e-5 with the head at lr x10, warmup 1500 then poly 1.0, sliding-window test.
+
+  The head is the paper's / HF's (768 channels for B2-B5), not mmseg 1.2.2's 256-channel
+  ConvModule head, and weight decay exempts every norm layer and the depthwise convs (the
+  paper's code), where mmseg's segformer configs (custom_keys norm/head) decay the decode
+  head's BatchNorm and the dwconvs.
+  """
   c = base_config()
   c.data.name = "cityscapes"
   c.data.root = "data/cityscapes"

@@ -31,7 +31,7 @@ def segmentation_loss(logits, aux_logits: Sequence[jax.Array], labels,
   main = cross_entropy(logits, labels)
   parts = {"loss_main": main}
   total = main
-  for i, (aux, w) in enumerate(zip(aux_logits, aux_weights)):
+  for i, (aux, w) in enumerate(zip(aux_logits, aux_weights, strict=True)):
     parts[f"loss_aux{i}"] = cross_entropy(aux, labels)
     total = total + w * parts[f"loss_aux{i}"]
   return total, parts

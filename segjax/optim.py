@@ -1,16 +1,27 @@
 """Optimizer and learning-rate schedule built from config.optim.
 
-Per-parameter rules are regexes over "/"-joined parameter paths, so they work for any model:
-`no_decay` exempts norms and depthwise convs from weight decay, `lr_mults` scales the head's
-learning rate (SegFormer: x10). Both are realised with optax.multi_transform over groups.
+Two recipes: `adamw` (SegFormer, Swin: decoupled weight decay) and `sgd` (the CNN models of
+mmseg: momentum 0.9 and *coupled* L2 decay, i.e. wd * param added to the gradient before
+momentum, exactly torch.optim.SGD). Per-parameter rules:
+  lr_mults          (regex, multiplier) over "/"-joined parameter paths, first match wins
+                    (SegFormer's head x10);
+  no_decay          regexes of paths without weight decay;
+  no_decay_norms    every parameter of a normalisation layer (BatchNorm, LayerNorm,
+                    GroupNorm) undecayed, found by module type rather than by name: mmseg's
+                    `norm_decay_mult=0`. A flax norm layer is the module whose params
+                    include `scale`.
+Each parameter lands in a group "lr{mult}_{decay|nodecay}" with its own schedule;
+optax.multi_transform applies them.
 """
 import re
-from typing import Tuple
+from typing import Mapping, Tuple
 
 import jax
 import optax
 
 from segjax.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def path_str(path) -> str:
@@ -20,54 +31,72 @@ def path_str(path) -> str:
 def warmup_poly_schedule(cfg, num_steps: int, lr_mult: float = 1.0) -> optax.Schedule:
   """Linear warmup from lr*warmup_start_factor to lr, then polynomial decay to end_lr.
 
-  mmseg LinearLR(start_factor=1e-6, end=1500) + PolyLR(power=1.0, eta_min=0, end=160k).
+  mmseg LinearLR(start_factor, end=warmup_steps) + PolyLR(power, eta_min=end_lr). As with
+  mmseg's eta_min, end_lr is absolute: the same floor for every lr_mult group.
   """
   lr = cfg.lr * lr_mult
   warmup = min(cfg.warmup_steps, num_steps)
-  decay = optax.polynomial_schedule(lr, cfg.end_lr * lr_mult, cfg.poly_power,
-                                    max(num_steps - warmup, 1))
+  decay = optax.polynomial_schedule(lr, cfg.end_lr, cfg.poly_power, max(num_steps - warmup, 1))
   if warmup == 0:
     return decay
   ramp = optax.linear_schedule(lr * cfg.warmup_start_factor, lr, warmup)
   return optax.join_schedules([ramp, decay], [warmup])
 
 
-def param_group(path: str, cfg) -> Tuple[float, bool]:
+def param_group(path: str, cfg, in_norm_layer: bool = False) -> Tuple[float, bool]:
   """(lr multiplier, decays?) of the parameter at "/"-joined `path`."""
   mult = 1.0
   for pattern, m in cfg.lr_mults:
     if re.search(pattern, path):
       mult = float(m)
       break
-  decay = not any(re.search(p, path) for p in cfg.no_decay)
-  return mult, decay
+  exempt = (cfg.get("no_decay_norms", False) and in_norm_layer) or any(
+      re.search(p, path) for p in cfg.no_decay)
+  return mult, not exempt
+
+
+def _norm_layer_flags(params):
+  """A tree like `params`: True for the parameters of normalisation layers (see above)."""
+  def visit(node):
+    if all(not isinstance(v, Mapping) for v in node.values()):  # one layer's parameters
+      return {k: "scale" in node for k in node}
+    return {k: visit(v) if isinstance(v, Mapping) else False for k, v in node.items()}
+  return visit(params)
 
 
 def make_optimizer(cfg, params, num_steps: int):
-  """Returns the optax transformation for `params`.
-
-  Each parameter lands in a group "lr{mult}_{decay|nodecay}"; every group is an AdamW with
-  its own schedule and weight decay.
-  """
+  """Returns the optax transformation for `params` (see the module docstring)."""
+  name = cfg.get("name", "adamw")
+  if name not in OPTIMIZERS:
+    raise ConfigError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")
   if cfg.lr <= 0:
     raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
-  for pattern, _ in cfg.lr_mults:
-    try:
-      re.compile(pattern)
-    except re.error as e:
-      raise ConfigError(f"optim.lr_mults: bad regex {pattern!r}: {e}") from None
+  for key in ("lr_mults", "no_decay"):
+    for entry in cfg[key]:
+      pattern = entry[0] if key == "lr_mults" else entry
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        raise ConfigError(f"optim.{key}: bad regex {pattern!r}: {e}") from None
 
-  def label(path, _):
-    mult, decay = param_group(path_str(path), cfg)
+  norms = _norm_layer_flags(params)
+
+  def label(path, _, in_norm):
+    mult, decay = param_group(path_str(path), cfg, in_norm)
     return f"lr{mult:g}_{'decay' if decay else 'nodecay'}"
 
-  labels = jax.tree_util.tree_map_with_path(label, params)
+  labels = jax.tree_util.tree_map_with_path(label, params, norms)
   transforms = {}
-  for name in set(jax.tree.leaves(labels)):
-    mult = float(name[2:].split("_")[0])
-    wd = cfg.weight_decay if name.endswith("_decay") else 0.0
-    transforms[name] = optax.adamw(warmup_poly_schedule(cfg, num_steps, mult), b1=cfg.b1,
-                                   b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
+  for group in set(jax.tree.leaves(labels)):
+    mult = float(group[2:].split("_")[0])
+    wd = cfg.weight_decay if group.endswith("_decay") else 0.0
+    schedule = warmup_poly_schedule(cfg, num_steps, mult)
+    if name == "adamw":
+      transforms[group] = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                      weight_decay=wd)
+    else:
+      transforms[group] = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
+                                      optax.sgd(schedule, momentum=cfg.momentum))
   tx = optax.multi_transform(transforms, labels)
   if cfg.grad_clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)

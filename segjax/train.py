@@ -68,7 +68,7 @@ def make_train_step(model, tx, aux_weights):
 
 def jit_train_step(model, tx, config, mesh, donate: bool = True):
   """make_train_step jitted over `mesh`: state and rng replicated, batch split on "data"."""
-  aux_weights = [h["loss_weight"] for h in config.model.aux_heads]
+  aux_weights = model.aux_loss_weights  # one per auxiliary output (segjax.models.segmentor)
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(make_train_step(model, tx, aux_weights), in_shardings=(rep, shard, rep),
                  out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())

@@ -1,41 +1,54 @@
 """Convert PyTorch weights to a segjax checkpoint directory.
 
-  python -m segjax.convert --format=hf_segformer --input=PATH --output=DIR [--config=CFG]
+  python -m segjax.convert --format=FORMAT --input=PATH --output=DIR [--config=CFG]
 
-PATH is an HF model directory (config.json + model.safetensors or pytorch_model.bin), either
-encoder-only (nvidia/mit-b1) or a full segmentation model. DIR becomes a checkpoint that
-`--config.init_from=DIR` loads (an encoder-only DIR leaves the head fresh) and that
-`python -m segjax.main --mode=evaluate --workdir=DIR` evaluates directly.
+Formats:
+  hf_segformer        PATH is an HF model directory (config.json + model.safetensors or
+                      pytorch_model.bin), encoder-only (nvidia/mit-b1) or a full segmentation
+                      model. CFG defaults to configs/segformer_<variant>_city.py.
+  mmseg               PATH is an mmsegmentation 1.x checkpoint (`{"meta", "state_dict"}`, as
+                      its model zoo ships); CFG (required) is the segjax config of the same
+                      model, e.g. configs/pspnet_r50_d8_city.py.
+  torchvision_resnet  PATH is torchvision's ImageNet `resnet50-*.pth` (ResNet V1b);
+  mmcv_resnet         or open-mmlab's `resnet50_v1c-*.pth` (V1c): an encoder-only
+                      checkpoint for `--config.init_from` (CFG required; its backbone must
+                      match).
 
-The saved config is CFG (default configs/segformer_<variant>_city.py) with the model section
-replaced by the HF architecture, and, for full models, data.num_classes = num_labels.
+DIR becomes a normal segjax checkpoint: `--config.init_from=DIR` loads it (an encoder-only DIR
+leaves the heads fresh) and `python -m segjax.main --mode=evaluate --workdir=DIR` evaluates a
+full one directly. Every tensor must land on a parameter of the same shape and, for full
+models, every parameter must be covered; otherwise the mismatch is named and nothing is
+written.
 """
 import os
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
 from segjax import checkpoint as ckpt_lib
 from segjax import models
-from segjax.convert import hf_segformer
-from segjax.errors import CheckpointError, SegjaxError
+from segjax.convert import hf_segformer, mmseg, torch_layout
+from segjax.errors import CheckpointError, ConfigError, SegjaxError
 from segjax.tools.config_file import REPO, load_config_file
 
+FORMATS = ("hf_segformer", "mmseg", "torchvision_resnet", "mmcv_resnet")
+
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", "hf_segformer", ["hf_segformer"], "Source format.")
-flags.DEFINE_string("input", None, "HF model directory.")
+flags.DEFINE_enum("format", "hf_segformer", list(FORMATS), "Source format.")
+flags.DEFINE_string("input", None, "HF model directory or .pth file.")
 flags.DEFINE_string("output", None, "Output checkpoint directory (must not hold one yet).")
-flags.DEFINE_string("config", None, "segjax config file for the saved config.")
+flags.DEFINE_string("config", None, "segjax config file of the converted model.")
 
 _VARIANTS = {(32, 64, 160, 256): {(2, 2, 2, 2): "b0"},
              (64, 128, 320, 512): {(2, 2, 2, 2): "b1", (3, 4, 6, 3): "b2", (3, 4, 18, 3): "b3",
                                    (3, 8, 27, 3): "b4", (3, 6, 40, 3): "b5"}}
 
 
-def convert(input_dir: str, output_dir: str, config_path: str = None):
-  """Converts and saves; returns (config, flat converted params)."""
+def _hf_segformer(input_dir: str, config_path):
+  """(config, flat converted tensors, whole model?) of an HF SegFormer directory."""
   hf_config, state_dict = hf_segformer.load_hf_directory(input_dir)
   overrides = hf_segformer.model_overrides(hf_config)
   bb = overrides["backbone"]
@@ -45,22 +58,51 @@ def convert(input_dir: str, output_dir: str, config_path: str = None):
   config.model.backbone = bb
   config.model.decode_head.channels = overrides["decode_head_channels"]
   flat = hf_segformer.convert_state_dict(state_dict)
-  has_head = any(k.startswith("params/decode_head/") for k in flat)
-  if has_head:
+  whole = any(k.startswith("params/decode_head/") for k in flat)
+  if whole:
     config.data.num_classes = int(hf_config.get("num_labels", len(hf_config.get("id2label", {}))))
+  return config, flat, whole
+
+
+def _read(fmt: str, input_path: str, config):
+  """(config, flat converted tensors, whole model?) for the formats that need a config."""
+  if config is None:
+    raise ConfigError(f"--format={fmt} needs --config: the segjax config of the model")
+  if isinstance(config, str):
+    config = load_config_file(config)
+  if fmt == "mmseg":
+    flat = mmseg.convert_mmseg(torch_layout.load_pth(input_path, "state_dict"), input_path)
+    return config, flat, True
+  flat = mmseg.convert_imagenet_resnet(torch_layout.load_pth(input_path, "state_dict"),
+                                       input_path)
+  return config, flat, False
+
+
+def convert(input_path: str, output_dir: str, config=None, fmt: str = "hf_segformer"):
+  """Converts and saves; returns (config, flat converted params).
+
+  `config` is a config file path or a ConfigDict (the model the tensors must fill)."""
+  if fmt not in FORMATS:
+    raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
+  if fmt == "hf_segformer":
+    config, flat, whole = _hf_segformer(input_path, config)
+  else:
+    config, flat, whole = _read(fmt, input_path, config)
+  config = ml_collections.ConfigDict(config.to_dict())
   model = models.build_model(config)
   h, w = config.data.crop_size
   target = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, h, w, 3), np.float32)))
   target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
-  tree = hf_segformer.nest(flat)
+  tree = torch_layout.nest(flat)
   tree.setdefault("batch_stats", {})
-  ckpt_lib.check_compatible(tree, target, input_dir, allow_missing=not has_head)
-  if not has_head:
+  ckpt_lib.check_compatible(tree, target, input_path, allow_missing=not whole)
+  if not whole:
     missing_backbone = [k for k in ckpt_lib.flatten(target)
-                        if k.startswith("params/backbone/") and k not in flat]
+                        if k.startswith(("params/backbone/", "batch_stats/backbone/"))
+                        and k not in flat]
     if missing_backbone:
-      raise CheckpointError(f"{input_dir}: encoder weights incomplete, first missing "
-                            f"'{missing_backbone[0]}'")
+      raise CheckpointError(f"{input_path}: encoder weights incomplete, {len(missing_backbone)} "
+                            f"missing, first '{missing_backbone[0]}'")
   checkpointer = ckpt_lib.Checkpointer(output_dir, async_save=False)
   if checkpointer.latest_step() is not None or checkpointer.best.latest_step() is not None:
     raise CheckpointError(f"{output_dir} already holds a checkpoint; choose an empty --output")
@@ -71,7 +113,7 @@ def convert(input_dir: str, output_dir: str, config_path: str = None):
     f.write(config.to_json_best_effort(indent=2))
   n = sum(int(np.prod(v.shape)) for k, v in flat.items() if k.startswith("params/"))
   logging.info("converted %d tensors (%s parameters, %s) from %s to %s", len(flat), f"{n:,}",
-               "full model" if has_head else "encoder only", input_dir, output_dir)
+               "full model" if whole else "encoder only", input_path, output_dir)
   return config, flat
 
 
@@ -81,7 +123,7 @@ def main(argv):
     print("error: --input and --output are required", file=sys.stderr)
     sys.exit(2)
   try:
-    convert(FLAGS.input, FLAGS.output, FLAGS.config)
+    convert(FLAGS.input, FLAGS.output, FLAGS.config, FLAGS.format)
   except SegjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

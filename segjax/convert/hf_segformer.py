@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from segjax.convert import torch_layout
 from segjax.errors import CheckpointError
 
 # (HF name regex, segjax path template, kind). Paths are "/"-joined; the first component is
@@ -52,25 +53,6 @@ _RULES: List[Tuple[str, str, str]] = [
 # Tensors that have no counterpart by design.
 _DROPPED = (r"decode_head\.batch_norm\.num_batches_tracked", r"classifier\.(weight|bias)")
 
-_PARAM_NAMES = {("conv", "weight"): "kernel", ("dense", "weight"): "kernel",
-                ("norm", "weight"): "scale", ("running_mean", None): "mean",
-                ("running_var", None): "var"}
-
-
-def _convert_tensor(kind: str, torch_name: str, x: np.ndarray) -> Tuple[str, np.ndarray]:
-  """Returns (flax leaf name, array in flax layout)."""
-  if kind == "stat":
-    return _PARAM_NAMES[(torch_name, None)], x
-  if torch_name == "bias":
-    return "bias", x
-  name = _PARAM_NAMES[(kind, torch_name)]
-  if kind == "conv":  # (out, in/groups, kh, kw) -> (kh, kw, in/groups, out)
-    return name, np.transpose(x, (2, 3, 1, 0))
-  if kind == "dense":  # (out, in) -> (in, out)
-    return name, x.T
-  return name, x
-
-
 def convert_state_dict(state_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """HF tensors -> {"params/...": array, "batch_stats/...": array}; refuses unknown keys."""
   out, unknown = {}, []
@@ -82,7 +64,7 @@ def convert_state_dict(state_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarra
       m = re.fullmatch(pattern, name)
       if m:
         groups = m.groups()
-        leaf, array = _convert_tensor(kind, groups[-1], np.asarray(value, np.float32))
+        _, leaf, array = torch_layout.to_flax(kind, groups[-1], np.asarray(value, np.float32))
         out[template.format(*groups[:-1], p=leaf)] = array
         break
     else:
@@ -91,17 +73,6 @@ def convert_state_dict(state_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarra
     raise CheckpointError(f"{len(unknown)} HF tensor(s) have no segjax counterpart: "
                           f"{', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''}")
   return out
-
-
-def nest(flat: Dict[str, np.ndarray]) -> Dict:
-  tree: Dict = {}
-  for key, value in flat.items():
-    node = tree
-    *parents, leaf = key.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
 
 
 def load_hf_directory(path: str) -> Tuple[Dict, Dict[str, np.ndarray]]:

@@ -99,11 +99,18 @@ class DepthwiseConv(nn.Module):
 
 
 class ConvBNAct(nn.Module):
-  """Conv -> BatchNorm -> activation, the unit of most CNN decoders (mmseg's ConvModule)."""
+  """Conv -> BatchNorm -> activation, the unit of most CNN models (mmseg's ConvModule).
+
+  Submodules are named `conv` and `bn` like ConvModule's, so mmseg checkpoints convert by
+  name. `norm=False` drops the BatchNorm (the conv then has a bias); `groups` = input
+  channels gives a depthwise conv.
+  """
   features: int
   kernel_size: int = 3
   strides: int = 1
   dilation: int = 1
+  groups: int = 1
+  norm: bool = True
   activation: Optional[Callable] = nn.relu
   dtype: Optional[Dtype] = None
 
@@ -111,8 +118,53 @@ class ConvBNAct(nn.Module):
   def __call__(self, x, train: bool):
     p = self.dilation * (self.kernel_size // 2)
     x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
-                padding=((p, p), (p, p)), kernel_dilation=self.dilation, use_bias=False,
-                dtype=self.dtype, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="bn")(x)
+                padding=((p, p), (p, p)), kernel_dilation=self.dilation,
+                feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
+                name="conv")(x)
+    if self.norm:
+      x = batch_norm(train, self.dtype, "bn")(x)
     return self.activation(x) if self.activation is not None else x
+
+
+def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float = 1e-5):
+  """PyTorch's BatchNorm2d defaults (momentum 0.1 = flax 0.9, eps 1e-5)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=dtype,
+                      name=name)
+
+
+class SeparableConvBNAct(nn.Module):
+  """Depthwise k x k ConvBNAct, then pointwise 1x1 ConvBNAct (mmseg's
+  DepthwiseSeparableConvModule: names `depthwise_conv` and `pointwise_conv`)."""
+  features: int
+  kernel_size: int = 3
+  dilation: int = 1
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = ConvBNAct(x.shape[-1], self.kernel_size, dilation=self.dilation, groups=x.shape[-1],
+                  dtype=self.dtype, name="depthwise_conv")(x, train)
+    return ConvBNAct(self.features, 1, dtype=self.dtype, name="pointwise_conv")(x, train)
+
+
+def adaptive_avg_pool(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """PyTorch's AdaptiveAvgPool2d on NHWC `x`: output cell i averages input rows
+  floor(i*H/n) .. ceil((i+1)*H/n) - 1 (bins overlap when H is not a multiple of n).
+
+  Works at any input size, e.g. 13x17 into 6x6, which a strided pooling cannot do.
+  """
+  def pool_axis(x, axis, n):
+    length = x.shape[axis]
+    cells = []
+    for i in range(n):
+      start, end = (i * length) // n, -(-((i + 1) * length) // n)
+      cells.append(jnp.mean(jax.lax.slice_in_dim(x, start, end, axis=axis), axis=axis,
+                            keepdims=True))
+    return jnp.concatenate(cells, axis=axis)
+  return pool_axis(pool_axis(x, 1, int(size[0])), 2, int(size[1]))
+
+
+def resize_to(x: jax.Array, like: jax.Array) -> jax.Array:
+  """Bilinear resize of `x` to the spatial size of `like` (mmseg's `resize(x, size=...)`
+  with align_corners=False, which every mmseg config here uses)."""
+  return resize_bilinear(x, like.shape[1:3])

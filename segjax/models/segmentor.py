@@ -1,49 +1,102 @@
-"""EncoderDecoder: backbone -> optional neck -> decode head (+ auxiliary heads).
+"""EncoderDecoder: backbone -> optional neck -> decode head(s) (+ auxiliary heads).
 
-The common shape of most segmentation models (mmseg's EncoderDecoder). Models that do not
-split this way (U-Net, SegNet) register a whole module in MODELS instead; both return
-`(logits, aux_logits)` so losses, training and evaluation never look inside.
+The common shape of most segmentation models (mmseg's EncoderDecoder and, with a sequence of
+decode heads, its CascadeEncoderDecoder: OCRNet's FCN stage feeds its OCR stage). Models that
+do not split this way (U-Net, SegNet) register a whole module in MODELS instead. Every model
+returns `(logits, aux_logits)` and carries `aux_loss_weights`, one per auxiliary output, so
+losses, training and evaluation never look inside.
+
+Submodule names follow mmseg's (`decode_head`, `decode_head_0`, `auxiliary_head_0`), so an
+mmseg checkpoint converts by renaming.
 """
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.errors import ConfigError
 from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS
 
 
 class EncoderDecoder(nn.Module):
   backbone: nn.Module
-  decode_head: nn.Module
+  decode_head: Union[nn.Module, Sequence[nn.Module]]  # a sequence = a cascade
   neck: Optional[nn.Module] = None
-  aux_heads: Sequence[nn.Module] = ()
+  auxiliary_head: Sequence[nn.Module] = ()
+  # Loss weight of each auxiliary output, in the order returned: earlier cascade stages,
+  # the decode head's own extra outputs (DANet's), then the auxiliary heads.
+  aux_loss_weights: Tuple[float, ...] = ()
 
   def __call__(self, images: jnp.ndarray, train: bool = False
                ) -> Tuple[jnp.ndarray, Tuple[jnp.ndarray, ...]]:
-    """images: normalised NHWC floats. Returns logits at the head's resolution (1/4 for
-    SegFormer) and a tuple of auxiliary logits; callers resize them to the labels."""
+    """images: normalised NHWC floats. Returns logits at the head's resolution (1/4 or 1/8
+    of the input) and a tuple of auxiliary logits; callers resize them to the labels."""
     features = self.backbone(images, train=train)
     if self.neck is not None:
       features = self.neck(features, train=train)
-    logits = self.decode_head(features, train=train)
-    aux = tuple(head(features, train=train) for head in self.aux_heads)
-    return logits, aux
+    aux = []
+    if isinstance(self.decode_head, nn.Module):
+      logits = self.decode_head(features, train=train)
+    else:
+      logits = self.decode_head[0](features, train=train)
+      for head in self.decode_head[1:]:
+        aux.append(logits)
+        logits = head(features, logits, train=train)
+    if isinstance(logits, tuple):  # a head with several supervised outputs
+      logits, extra = logits
+      aux.extend(extra)
+    aux.extend(head(features, train=train) for head in self.auxiliary_head)
+    return logits, tuple(aux)
 
 
-def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None, aux_heads=(),
-                          dtype: Any = None) -> EncoderDecoder:
-  """Builds each part from its config (a mapping with "name"); see configs/common.py."""
+def _build_head(cfg, where: str, num_classes: int, dtype: Any):
+  """(head, its loss weight, the loss weights of its extra outputs)."""
+  cfg = dict(cfg)
+  weight = float(cfg.pop("loss_weight", 1.0))
+  head = HEADS.build(cfg, where, num_classes=num_classes, dtype=dtype)
+  return head, weight, tuple(float(w) for w in getattr(head, "extra_loss_weights", ()))
+
+
+def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
+                          auxiliary_head=(), dtype: Any = None) -> EncoderDecoder:
+  """Builds each part from its config (a mapping with "name"); see configs/common.py.
+
+  `decode_head` is one head config or a sequence of them (a cascade; each but the last
+  carries its `loss_weight`); every `auxiliary_head` entry carries its `loss_weight`.
+  """
+  weights = []
+  if isinstance(decode_head, (list, tuple)):
+    heads = []
+    for i, cfg in enumerate(decode_head):
+      head, weight, extra = _build_head(cfg, f"model.decode_head[{i}]", num_classes, dtype)
+      if i < len(decode_head) - 1:
+        if extra:
+          raise ConfigError(f"model.decode_head[{i}]: {cfg['name']} has several outputs; only "
+                            "the last stage of a cascade may")
+        weights.append(weight)
+      elif weight != 1.0:
+        raise ConfigError(f"model.decode_head[{i}].loss_weight: the last stage's loss is the "
+                          f"main loss (weight 1), got {weight}")
+      heads.append(head)
+    decode, extra_weights = tuple(heads), extra
+  else:
+    decode, _, extra_weights = _build_head(decode_head, "model.decode_head", num_classes, dtype)
+  weights.extend(extra_weights)
   aux = []
-  for i, head_cfg in enumerate(aux_heads):
-    head_cfg = {k: v for k, v in dict(head_cfg).items() if k != "loss_weight"}
-    aux.append(HEADS.build(head_cfg, f"model.aux_heads[{i}]", num_classes=num_classes,
-                           dtype=dtype))
+  for i, cfg in enumerate(auxiliary_head):
+    if "loss_weight" not in cfg:
+      raise ConfigError(f"model.auxiliary_head[{i}].loss_weight is missing (mmseg uses 0.4)")
+    head, weight, extra = _build_head(cfg, f"model.auxiliary_head[{i}]", num_classes, dtype)
+    if extra:
+      raise ConfigError(f"model.auxiliary_head[{i}]: {cfg['name']} has several outputs; use "
+                        "it as the decode head")
+    aux.append(head)
+    weights.append(weight)
   return EncoderDecoder(
       backbone=BACKBONES.build(backbone, "model.backbone", dtype=dtype),
-      decode_head=HEADS.build(decode_head, "model.decode_head", num_classes=num_classes,
-                              dtype=dtype),
+      decode_head=decode,
       neck=NECKS.build(neck, "model.neck", dtype=dtype) if neck else None,
-      aux_heads=tuple(aux))
+      auxiliary_head=tuple(aux), aux_loss_weights=tuple(weights))
 
 
 MODELS.register("encoder_decoder", build_encoder_decoder)

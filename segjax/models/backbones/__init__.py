@@ -1,2 +1,9 @@
-"""Backbones register themselves in segjax.models.registry.BACKBONES on import."""
-from segjax.models.backbones import mit  # noqa: F401
+"""Backbones; each module registers itself in segjax.models.registry.BACKBONES on import.
+
+Every module of this package is imported here, so a new backbone file needs no other edit.
+"""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")

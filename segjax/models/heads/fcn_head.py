@@ -1,6 +1,8 @@
-"""FCN head (Long et al. 2015): convs on one feature map, then a 1x1 classifier.
+"""FCN head (Long et al. 2015; mmseg's FCNHead): `num_convs` 3x3 ConvBNActs on one feature
+map, optionally concatenated with the input and fused (`conv_cat`), then the classifier.
 
-Mostly used as the auxiliary head for deep supervision (mmseg's `auxiliary_head`).
+Also the usual auxiliary head for deep supervision (num_convs=1, concat_input=False, loss
+weight 0.4 on the stage-3 map) and the first stage of OCRNet's cascade.
 """
 from typing import Any, Optional, Sequence
 
@@ -8,24 +10,32 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.models import layers
+from segjax.models.heads import base
 from segjax.models.registry import HEADS
 
 
 class FCNHead(nn.Module):
   num_classes: int
-  in_index: int = -1  # which backbone feature map to read
+  in_index: base.Index = -1  # which backbone feature map(s) to read
+  input_transform: Optional[str] = None
   channels: int = 256
-  num_convs: int = 1
+  num_convs: int = 2
+  kernel_size: int = 3
+  dilation: int = 1
+  concat_input: bool = True
   dropout: float = 0.1
   dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
-    x = features[self.in_index]
+    x = inputs = base.select_inputs(features, self.in_index, self.input_transform)
     for i in range(self.num_convs):
-      x = layers.ConvBNAct(self.channels, 3, dtype=self.dtype, name=f"conv{i}")(x, train)
-    x = nn.Dropout(self.dropout, broadcast_dims=(1, 2))(x, deterministic=not train)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+      x = layers.ConvBNAct(self.channels, self.kernel_size, dilation=self.dilation,
+                           dtype=self.dtype, name=f"convs_{i}")(x, train)
+    if self.concat_input:
+      x = layers.ConvBNAct(self.channels, self.kernel_size, dtype=self.dtype,
+                           name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
+    return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
 
 
 HEADS.register("fcn_head", FCNHead)

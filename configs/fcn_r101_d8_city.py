@@ -1,0 +1,10 @@
+"""FCN on a dilated ResNet-101 V1c: configs/fcn_r50_d8_city.py with depth 101.
+
+Mirrors mmseg 1.2.2 `configs/fcn/fcn_r101-d8_4xb2-80k_cityscapes-512x1024.py` (reference
+mIoU 75.13, mmseg's model zoo).
+"""
+from configs import fcn_r50_d8_city
+
+
+def get_config():
+  return fcn_r50_d8_city.get_config(depth=101)

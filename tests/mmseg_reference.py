@@ -1,0 +1,139 @@
+"""mmsegmentation 1.2.2 on CPU as the reference of segjax's CNN models (tests only).
+
+mmcv-lite ships no compiled ops, so `mmcv._ext` is replaced by a stub before mmseg is
+imported; every model used here runs without them (PSANet's PSAMask excepted: its test
+compares against a numpy transcription of the op). Models are built from the configs that
+ship inside the package, with SyncBN -> BN, pretrained init removed and the widths shrunk
+the same way on both sides (`shrink`), so a test checks the real recipe's structure
+(strides, dilations, pooling scales, cascades) at a size CI can afford.
+"""
+import copy
+import os
+import sys
+import types
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import pytest
+
+# Channel widths of the full-size configs -> tiny ones (the same map on both sides).
+WIDTHS = {2048: 64, 1024: 32, 512: 16, 256: 8, 128: 8, 48: 8, 64: 8}
+# mmseg config keys holding channel widths (backbone, neck, heads).
+WIDTH_KEYS = ("in_channels", "channels", "out_channels", "c1_in_channels", "c1_channels",
+              "key_channels", "value_channels", "project_channels", "ocr_channels",
+              "query_channels", "mask_size")
+
+_MMSEG = None
+
+
+def import_mmseg():
+  """mmseg with its registries populated (once per test session). A failed import fails
+  the test under CI=true (the reference must run there) and skips it elsewhere."""
+  global _MMSEG
+  if _MMSEG is not None:
+    return _MMSEG
+  try:
+    stub = types.ModuleType("mmcv._ext")
+
+    def missing(name):
+      if name.startswith("__"):
+        raise AttributeError(name)
+
+      def op(*args, **kwargs):
+        raise NotImplementedError(f"mmcv._ext.{name} is compiled; mmcv-lite lacks it")
+      return op
+    stub.__getattr__ = missing
+    sys.modules.setdefault("mmcv._ext", stub)
+    import mmseg  # noqa: F401
+    import torch  # noqa: F401
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+  except Exception as e:  # noqa: BLE001  (any import failure means: no reference)
+    message = f"mmsegmentation 1.2.2 reference unavailable: {type(e).__name__}: {e}"
+    if os.environ.get("CI") == "true":
+      pytest.fail(message)
+    pytest.skip(message)
+  _MMSEG = types.SimpleNamespace(Config=Config, MODELS=MODELS,
+                                 configs=os.path.join(os.path.dirname(mmseg.__file__), ".mim",
+                                                      "configs"))
+  return _MMSEG
+
+
+def _walk(node, fn):
+  """Applies fn(dict) to every dict in a nested config (dicts and lists)."""
+  if isinstance(node, dict):
+    fn(node)
+    for v in node.values():
+      _walk(v, fn)
+  elif isinstance(node, (list, tuple)):
+    for v in node:
+      _walk(v, fn)
+
+
+def shrink_widths(node):
+  """Replaces every width in WIDTH_KEYS by its tiny counterpart (in place)."""
+  def fn(d):
+    for k in WIDTH_KEYS:
+      if k in d and k != "mask_size":
+        v = d[k]
+        d[k] = [WIDTHS.get(x, x) for x in v] if isinstance(v, (list, tuple)) else WIDTHS.get(v, v)
+  _walk(node, fn)
+
+
+def shrink_resnet(mm_backbone: Dict, jax_backbone: Dict) -> None:
+  """ResNet-50/101 -> ResNet-18 with stem 16 and base 8 (stage widths 8/16/32/64, i.e. the
+  tiny images of 256/512/1024/2048) on both sides."""
+  mm_backbone.update(depth=18, stem_channels=16, base_channels=8)
+  jax_backbone.update(name="resnet", depth=18, deep_stem=mm_backbone["type"] == "ResNetV1c",
+                      stem_channels=16, base_channels=8)
+
+
+def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0):
+  """The mmseg segmentor of `config_file` (relative to mmseg's configs), eval mode,
+  random weights and randomised BN running statistics, after `shrink(model_cfg)`."""
+  mm = import_mmseg()
+  import torch
+  cfg = mm.Config.fromfile(os.path.join(mm.configs, config_file))
+  model_cfg = copy.deepcopy(cfg.model.to_dict())
+  model_cfg.pop("data_preprocessor", None)
+  model_cfg.pop("pretrained", None)
+
+  def fix(d):
+    if d.get("type") == "SyncBN":
+      d["type"] = "BN"
+    if "init_cfg" in d:
+      d["init_cfg"] = None
+  _walk(model_cfg, fix)
+  shrink(model_cfg)
+  torch.manual_seed(seed)
+  model = mm.MODELS.build(model_cfg)
+  model.eval()
+  rng = torch.Generator().manual_seed(seed + 1)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        module.running_mean.copy_(torch.rand(module.running_mean.shape, generator=rng) - 0.5)
+        module.running_var.copy_(torch.rand(module.running_var.shape, generator=rng) + 0.5)
+        module.weight.copy_(torch.rand(module.weight.shape, generator=rng) + 0.5)
+        module.bias.copy_(torch.rand(module.bias.shape, generator=rng) - 0.5)
+  return model, model_cfg
+
+
+def encode_decode(model, images: np.ndarray) -> np.ndarray:
+  """mmseg's `encode_decode` (whole-image logits at the input size) of normalised NHWC
+  float32 images, as NHWC numpy."""
+  import torch
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  metas = [dict(img_shape=images.shape[1:3], ori_shape=images.shape[1:3],
+                pad_shape=images.shape[1:3])] * images.shape[0]
+  with torch.no_grad():
+    out = model.encode_decode(x, metas)
+  return out.numpy().transpose(0, 2, 3, 1)
+
+
+def save_checkpoint(model, path: str) -> None:
+  """The model's state dict as mmseg's model zoo ships it: {"meta", "state_dict"}."""
+  import torch
+  torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": model.state_dict()}, path)
