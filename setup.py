@@ -25,6 +25,13 @@ TEST_REQUIRES = [
     # unpinned torch pulls a multi-GB CUDA build.
     "torch==2.13.0",
     "transformers==4.57.6",
+    # mmsegmentation 1.2.2, the reference of the CNN models (tests/mmseg_reference.py stubs
+    # the compiled ops that mmcv-lite lacks).
+    "mmengine==0.10.7",
+    "mmcv-lite==2.1.0",
+    "mmsegmentation==1.2.2",
+    "ftfy",
+    "regex",
 ]
 
 setuptools.setup(

@@ -1,7 +1,10 @@
 """FCN on a dilated ResNet-101 V1c: configs/fcn_r50_d8_city.py with depth 101.
 
 Mirrors mmseg 1.2.2 `configs/fcn/fcn_r101-d8_4xb2-80k_cityscapes-512x1024.py` (reference
-mIoU 75.13, mmseg's model zoo).
+mIoU 75.13, mmseg's model zoo; not a segjax measurement).
+
+  python -m segjax.main --config=configs/fcn_r101_d8_city.py --workdir=runs/fcn_r101 \\
+      --config.data.root=data/cityscapes
 """
 from configs import fcn_r50_d8_city
 

@@ -14,7 +14,7 @@ Each parameter lands in a group "lr{mult}_{decay|nodecay}" with its own schedule
 optax.multi_transform applies them.
 """
 import re
-from typing import Mapping, Tuple
+from typing import Dict, Mapping, Tuple
 
 import jax
 import optax
@@ -43,25 +43,24 @@ def warmup_poly_schedule(cfg, num_steps: int, lr_mult: float = 1.0) -> optax.Sch
   return optax.join_schedules([ramp, decay], [warmup])
 
 
-def param_group(path: str, cfg, in_norm_layer: bool = False) -> Tuple[float, bool]:
-  """(lr multiplier, decays?) of the parameter at "/"-joined `path`."""
-  mult = 1.0
-  for pattern, m in cfg.lr_mults:
-    if re.search(pattern, path):
-      mult = float(m)
-      break
-  exempt = (cfg.get("no_decay_norms", False) and in_norm_layer) or any(
-      re.search(p, path) for p in cfg.no_decay)
-  return mult, not exempt
+def param_groups(params, cfg) -> Dict[str, Tuple[float, bool]]:
+  """{"/"-joined path: (lr multiplier, decays?)} of every parameter (see the module doc)."""
+  groups = {}
 
-
-def _norm_layer_flags(params):
-  """A tree like `params`: True for the parameters of normalisation layers (see above)."""
-  def visit(node):
-    if all(not isinstance(v, Mapping) for v in node.values()):  # one layer's parameters
-      return {k: "scale" in node for k in node}
-    return {k: visit(v) if isinstance(v, Mapping) else False for k, v in node.items()}
-  return visit(params)
+  def visit(node, prefix):
+    is_layer = all(not isinstance(v, Mapping) for v in node.values())
+    in_norm = is_layer and "scale" in node  # a flax norm layer: BatchNorm, LayerNorm...
+    for key, value in node.items():
+      path = f"{prefix}{key}"
+      if isinstance(value, Mapping):
+        visit(value, path + "/")
+        continue
+      mult = next((float(m) for pattern, m in cfg.lr_mults if re.search(pattern, path)), 1.0)
+      exempt = (in_norm and cfg.get("no_decay_norms", False)) or any(
+          re.search(p, path) for p in cfg.no_decay)
+      groups[path] = (mult, not exempt)
+  visit(params, "")
+  return groups
 
 
 def make_optimizer(cfg, params, num_steps: int):
@@ -79,13 +78,13 @@ def make_optimizer(cfg, params, num_steps: int):
       except re.error as e:
         raise ConfigError(f"optim.{key}: bad regex {pattern!r}: {e}") from None
 
-  norms = _norm_layer_flags(params)
+  groups = param_groups(params, cfg)
 
-  def label(path, _, in_norm):
-    mult, decay = param_group(path_str(path), cfg, in_norm)
+  def label(path, _):
+    mult, decay = groups[path_str(path)]
     return f"lr{mult:g}_{'decay' if decay else 'nodecay'}"
 
-  labels = jax.tree_util.tree_map_with_path(label, params, norms)
+  labels = jax.tree_util.tree_map_with_path(label, params)
   transforms = {}
   for group in set(jax.tree.leaves(labels)):
     mult = float(group[2:].split("_")[0])

@@ -24,6 +24,15 @@ def load_config(name: str, arg=None):
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
+def require(module: str):
+  """pytest.importorskip, except under CI=true, where a reference that fails to import
+  fails the test (CI installs every reference; a skip there would hide a broken check)."""
+  if os.environ.get("CI") == "true":
+    import importlib
+    return importlib.import_module(module)
+  return pytest.importorskip(module)
+
+
 @pytest.fixture
 def test_config():
   return load_config("test")

@@ -90,11 +90,59 @@ def shrink_resnet(mm_backbone: Dict, jax_backbone: Dict) -> None:
                       stem_channels=16, base_channels=8)
 
 
-def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0):
-  """The mmseg segmentor of `config_file` (relative to mmseg's configs), eval mode,
-  random weights and randomised BN running statistics, after `shrink(model_cfg)`."""
+def shrink_resnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """ResNet-based models: ResNet-18 at 1/8 width and every head width shrunk alike."""
+  shrink_resnet(mm_model["backbone"], jax_model["backbone"])
+  shrink_widths(mm_model)
+  shrink_widths(jax_model)
+
+
+# HRNetV2-W18 widths -> tiny ones: branches 18/36/72/144 -> 6/12/24/48, the stage-1
+# bottleneck 64 -> 16, their concatenation 270 -> 90, the OCR head's 512/256 -> 32/16.
+HRNET_WIDTHS = {64: 16, 18: 6, 36: 12, 72: 24, 144: 48, 270: 90, 512: 32, 256: 16}
+
+
+def shrink_hrnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """HRNetV2-W18 models (OCRNet, FCN-HR): one block per branch at a third of the width
+  (modules per stage as in W18; the stem stays 64 wide, fixed in mmseg), head widths alike.
+  The segjax side gets the same `extra` through the generic `hrnet` backbone."""
+  def fn(d):
+    for k in ("num_channels", "in_channels", "channels", "ocr_channels"):
+      if k in d:
+        v = d[k]
+        d[k] = ([HRNET_WIDTHS.get(x, x) for x in v] if isinstance(v, (list, tuple))
+                else HRNET_WIDTHS.get(v, v))
+    if "num_blocks" in d:
+      d["num_blocks"] = (1,) * len(d["num_blocks"])
+  _walk(mm_model, fn)
+  _walk(jax_model, fn)
+  jax_model["backbone"] = {"name": "hrnet",
+                           "extra": copy.deepcopy(mm_model["backbone"]["extra"])}
+
+
+def shrink_mobilenet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """MobileNetV2 models: widen_factor 0.5 (layers 8/16/16/32/48/80/160 wide; at 0.25 the
+  first block would gain an identity shortcut it lacks at full width), head widths as
+  WIDTHS, the mmseg heads' input widths following the backbone's."""
+  shrink_widths(mm_model)
+  shrink_widths(jax_model)
+  mm_model["backbone"]["widen_factor"] = jax_model["backbone"]["widen_factor"] = 0.5
+  mm_model["decode_head"].update(in_channels=160, c1_in_channels=16)  # layers 7 and 2
+  mm_model["auxiliary_head"]["in_channels"] = 48  # layer 5
+
+
+def mmseg_param_count(config_file: str) -> int:
+  """Parameters of the full-size mmseg segmentor of `config_file` (BN buffers excluded),
+  built on torch's "meta" device: shapes only, no memory or initialisation time."""
   mm = import_mmseg()
   import torch
+  with torch.device("meta"):
+    model = mm.MODELS.build(_model_config(mm, config_file))
+  return sum(p.numel() for p in model.parameters())
+
+
+def _model_config(mm, config_file: str) -> Dict:
+  """The `model` dict of a shipped config, SyncBN -> BN, no pretrained weights."""
   cfg = mm.Config.fromfile(os.path.join(mm.configs, config_file))
   model_cfg = copy.deepcopy(cfg.model.to_dict())
   model_cfg.pop("data_preprocessor", None)
@@ -106,6 +154,15 @@ def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0)
     if "init_cfg" in d:
       d["init_cfg"] = None
   _walk(model_cfg, fix)
+  return model_cfg
+
+
+def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0):
+  """The mmseg segmentor of `config_file` (relative to mmseg's configs), eval mode,
+  random weights and randomised BN running statistics, after `shrink(model_cfg)`."""
+  mm = import_mmseg()
+  import torch
+  model_cfg = _model_config(mm, config_file)
   shrink(model_cfg)
   torch.manual_seed(seed)
   model = mm.MODELS.build(model_cfg)

@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from tests.conftest import require  # noqa: E402
+
+torch = require("torch")
+transformers = require("transformers")
 
 from segjax import models  # noqa: E402
 from segjax.checkpoint import Checkpointer  # noqa: E402

@@ -1,4 +1,6 @@
 """Model shapes, exact parameter counts and the registries."""
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from segjax import models
 from segjax.errors import ConfigError
 from segjax.models import layers
-from segjax.models.registry import BACKBONES, HEADS, MODELS
+from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS
 from tests.conftest import load_config
 
 # HF transformers SegformerForSemanticSegmentation(num_labels=150).num_parameters() for
@@ -86,12 +88,30 @@ def test_bfloat16_compute(test_config):
 
 
 def test_aux_head_path(test_config):
-  test_config.model.aux_heads = ({"name": "fcn_head", "in_index": 2, "channels": 8,
-                                  "loss_weight": 0.4},)
+  test_config.model.auxiliary_head = ({"name": "fcn_head", "in_index": 2, "channels": 8,
+                                       "loss_weight": 0.4},)
   model = models.build_model(test_config)
+  assert model.aux_loss_weights == (0.4,)
   x = jnp.zeros((1, 64, 64, 3))
   logits, aux = model.apply(model.init(jax.random.key(0), x), x)
   assert len(aux) == 1 and aux[0].shape == (1, 4, 4, test_config.data.num_classes)
+  del test_config.model.auxiliary_head[0]["loss_weight"]
+  with pytest.raises(ConfigError, match=r"model.auxiliary_head\[0\].loss_weight is missing"):
+    models.build_model(test_config)
+
+
+def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
+  """OCRNet's shape: decode_head = [fcn_head (loss 0.4), a head reading the first's logits]."""
+  test_config.model.decode_head = (
+      {"name": "fcn_head", "in_index": 0, "channels": 8, "loss_weight": 0.4},
+      {"name": "ocr_head", "in_index": 0, "channels": 8, "ocr_channels": 8})
+  model = models.build_model(test_config)
+  assert model.aux_loss_weights == (0.4,)
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x)
+  assert set(variables["params"]) == {"backbone", "decode_head_0", "decode_head_1"}
+  logits, aux = model.apply(variables, x)
+  assert len(aux) == 1 and aux[0].shape == logits.shape == (1, 16, 16, 5)
 
 
 def test_every_registered_part_builds(test_config):
@@ -104,13 +124,32 @@ def test_every_registered_part_builds(test_config):
     feats = jax.eval_shape(lambda b=backbone: b.init_with_output(jax.random.key(0), x)[0])
     assert len(feats) == 4, name
   feats = [jnp.zeros((1, 64 // s, 64 // s, c)) for s, c in ((4, 8), (8, 16), (16, 24), (32, 32))]
+  prev = jnp.zeros((1, 16, 16, 3))  # the logits of a cascade's earlier stage
   for name in HEADS.names():
     head = HEADS.build({"name": name}, "model.decode_head", num_classes=3)
-    out = jax.eval_shape(lambda h=head: h.init_with_output(jax.random.key(0), feats)[0])
+    args = (feats, prev) if len(inspect.signature(head.__call__).parameters) > 2 else (feats,)
+    out = jax.eval_shape(lambda h=head, a=args: h.init_with_output(jax.random.key(0), *a)[0])
+    out = out[0] if isinstance(out, tuple) else out  # (logits, extra outputs)
     assert out.shape[-1] == 3, name
+  for name in NECKS.names():
+    neck = NECKS.build({"name": name}, "model.neck")
+    out = jax.eval_shape(lambda n=neck: n.init_with_output(jax.random.key(0), feats)[0])
+    assert len(out) == 4, name
   for name in MODELS.names():
     test_config.model.name = name
     assert models.build_model(test_config) is not None
+
+
+@pytest.mark.parametrize("output_stride,sizes", [(8, (16, 8, 8, 8)), (16, (16, 8, 4, 4)),
+                                                  (32, (16, 8, 4, 2))])
+def test_dilated_resnet_output_stride(output_stride, sizes):
+  from configs import common
+  cfg = common.dilated_resnet(50, output_stride, stem_channels=8, base_channels=4)
+  backbone = BACKBONES.build(cfg, "model.backbone")
+  x = jnp.zeros((1, 64, 64, 3))
+  feats = jax.eval_shape(lambda: backbone.init_with_output(jax.random.key(0), x)[0])
+  assert [f.shape[1] for f in feats] == list(sizes)
+  assert [f.shape[-1] for f in feats] == [16, 32, 64, 128]  # bottleneck: 4x base, doubling
 
 
 def test_unknown_names_and_arguments_are_config_errors(test_config):

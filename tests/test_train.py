@@ -16,7 +16,7 @@ from segjax import evaluate, models, optim, parallel, predict, train
 from segjax.data import pipeline
 from segjax.errors import CheckpointError, TrainingDivergedError
 from segjax.inference import Segmenter
-from tests.conftest import load_config
+from tests.conftest import load_config, require
 
 
 def make_state_and_step(config, mesh, tx_fn=None):
@@ -63,18 +63,56 @@ def test_8_device_step_equals_1_device_step(test_config):
 
 
 def test_optimizer_groups(test_config):
+  test_config.model.auxiliary_head = ({"name": "fcn_head", "in_index": 2, "channels": 8,
+                                       "loss_weight": 0.4},)
   model = models.build_model(test_config)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-  groups = {optim.path_str(p): optim.param_group(optim.path_str(p), test_config.optim)
-            for p, _ in jax.tree_util.tree_leaves_with_path(params["params"])}
+  groups = optim.param_groups(params["params"], test_config.optim)
   assert groups["backbone/block0_0/norm1/scale"] == (1.0, False)
   assert groups["backbone/block0_0/mlp/dwconv/kernel"] == (1.0, False)
   assert groups["backbone/block0_0/attn/query/kernel"] == (1.0, True)
   assert groups["decode_head/classifier/kernel"] == (10.0, True)
   assert groups["decode_head/fuse_bn/scale"] == (10.0, False)
+  # Norms are found by module type, whatever their name: the aux head's ConvBNAct `bn` too.
+  assert groups["auxiliary_head_0/convs_0/bn/scale"] == (10.0, False)
+  assert groups["auxiliary_head_0/convs_0/bn/bias"] == (10.0, False)
+  assert groups["auxiliary_head_0/conv_seg/bias"] == (10.0, True)
   sched = optim.warmup_poly_schedule(test_config.optim, 10)
   assert float(sched(0)) == pytest.approx(1e-9, rel=0.1) and float(sched(2)) == pytest.approx(1e-3)
   assert float(sched(10)) == pytest.approx(0.0)
+
+
+def test_sgd_poly_equals_torch_sgd_and_polylr():
+  """optim.name=sgd is torch.optim.SGD (momentum, coupled L2) under mmseg's PolyLR, whose
+  eta_min is the same absolute floor for a group with lr_mult 10."""
+  torch = require("torch")
+  cfg = load_config("fcn_r50_d8_city").optim
+  cfg.lr_mults = (("^head", 10.0),)
+  num_steps = 5
+  rng = np.random.RandomState(0)
+  params = {"body": {"kernel": rng.randn(3, 4).astype(np.float32)},
+            "head": {"kernel": rng.randn(4).astype(np.float32)}}
+  grads = [jax.tree.map(lambda p: rng.randn(*p.shape).astype(np.float32), params)
+           for _ in range(num_steps)]
+  tx = optim.make_optimizer(cfg, params, num_steps)
+  state, ours = tx.init(params), params
+  for g in grads:
+    updates, state = tx.update(g, state, ours)
+    ours = optax.apply_updates(ours, updates)
+
+  body = torch.nn.Parameter(torch.tensor(params["body"]["kernel"]))
+  head = torch.nn.Parameter(torch.tensor(params["head"]["kernel"]))
+  opt = torch.optim.SGD([{"params": [body], "lr": cfg.lr}, {"params": [head], "lr": cfg.lr * 10}],
+                        lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+  base = [cfg.lr, cfg.lr * 10]
+  for step, g in enumerate(grads):
+    for group, lr in zip(opt.param_groups, base):  # mmengine PolyLR, by iteration
+      group["lr"] = (lr - cfg.end_lr) * (1 - step / num_steps) ** cfg.poly_power + cfg.end_lr
+    body.grad, head.grad = torch.tensor(g["body"]["kernel"]), torch.tensor(g["head"]["kernel"])
+    opt.step()
+  np.testing.assert_allclose(ours["body"]["kernel"], body.detach().numpy(), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(ours["head"]["kernel"], head.detach().numpy(), rtol=1e-5, atol=1e-7)
+  assert not np.allclose(ours["head"]["kernel"], params["head"]["kernel"], atol=1e-3)
 
 
 def small_run_config(**train_kw):

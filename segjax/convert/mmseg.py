@@ -11,8 +11,16 @@ import numpy as np
 from segjax.convert import torch_layout
 
 # mmseg writes a single auxiliary head as `auxiliary_head.*`, a list as `auxiliary_head.0.*`;
-# segjax always holds a tuple.
-MMSEG_RENAMES = ((r"^auxiliary_head\.(?!\d+\.)", "auxiliary_head.0."),)
+# segjax always holds a tuple. mmcv's Scale (DANet's and CCNet's `gamma`) holds its one
+# parameter as `scale`: renamed to `weight`, a rank-1 weight, it lands on layers.Scale's
+# "scale" by the generic rule.
+MMSEG_RENAMES = ((r"^auxiliary_head\.(?!\d+\.)", "auxiliary_head.0."),
+                 (r"\.gamma\.scale$", ".gamma.weight"))
+
+# ANN's APNB shares one projection for keys and queries; PyTorch's state dict lists that module
+# under both names, segjax holds it once, as `key_project`.
+MMSEG_DROPPED = (r".*\.num_batches_tracked",
+                 r"decode_head\.context\.stages\.\d+\.query_project\..*")
 
 # ImageNet classification checkpoints: the backbone without its classifier.
 IMAGENET_DROPPED = (r".*\.num_batches_tracked", r"fc\.(weight|bias)", r"head\..*")
@@ -20,7 +28,7 @@ IMAGENET_DROPPED = (r".*\.num_batches_tracked", r"fc\.(weight|bias)", r"head\..*
 
 def convert_mmseg(state_dict: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
   """A whole mmseg segmentor (`{"meta", "state_dict"}["state_dict"]`)."""
-  return torch_layout.convert_by_name(state_dict, source, MMSEG_RENAMES)
+  return torch_layout.convert_by_name(state_dict, source, MMSEG_RENAMES, MMSEG_DROPPED)
 
 
 def convert_imagenet_resnet(state_dict: Dict[str, np.ndarray], source: str

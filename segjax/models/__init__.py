@@ -11,6 +11,7 @@ import ml_collections
 from segjax.errors import ConfigError
 from segjax.models import backbones  # noqa: F401  (registers)
 from segjax.models import heads  # noqa: F401  (registers)
+from segjax.models import necks  # noqa: F401  (registers)
 from segjax.models import segmentor  # noqa: F401  (registers)
 from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS  # noqa: F401
 

@@ -4,6 +4,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -168,3 +169,33 @@ def resize_to(x: jax.Array, like: jax.Array) -> jax.Array:
   """Bilinear resize of `x` to the spatial size of `like` (mmseg's `resize(x, size=...)`
   with align_corners=False, which every mmseg config here uses)."""
   return resize_bilinear(x, like.shape[1:3])
+
+
+def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Nearest-neighbour resize of NHWC `x` to `size` (h, w), exactly PyTorch's
+  `F.interpolate(mode="nearest")`: output pixel i reads input floor(i * in / out) in float32.
+
+  Not jax.image.resize's "nearest", which samples pixel centres (torch's "nearest-exact");
+  the two differ whenever out / in is not an integer, e.g. FPN's top-down path at 7x9 -> 13x17.
+  """
+  def indices(n_in, n_out):
+    scale = np.float32(n_in) / np.float32(n_out)
+    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int32),
+                      n_in - 1)
+  h, w = int(size[0]), int(size[1])
+  if x.shape[1:3] == (h, w):
+    return x
+  x = jnp.take(x, indices(x.shape[1], h), axis=1)
+  return jnp.take(x, indices(x.shape[2], w), axis=2)
+
+
+class Scale(nn.Module):
+  """A learnable scalar multiplier (mmcv's Scale): the `gamma` that DANet and CCNet put on an
+  attention branch before adding it to the branch's input. It starts at `init` (0 there, so
+  training starts from the identity); the parameter is named `scale` like mmcv's."""
+  init: float = 0.0
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.constant(self.init), (1,), jnp.float32)
+    return x * scale.astype(x.dtype)
