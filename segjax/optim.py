@@ -4,7 +4,9 @@ Two recipes: `adamw` (SegFormer, Swin: decoupled weight decay) and `sgd` (the CN
 mmseg: momentum 0.9 and *coupled* L2 decay, i.e. wd * param added to the gradient before
 momentum, exactly torch.optim.SGD). Per-parameter rules:
   lr_mults          (regex, multiplier) over "/"-joined parameter paths, first match wins
-                    (SegFormer's head x10);
+                    (SegFormer's head x10). Multiplier 0 freezes: no update at all, weight
+                    decay included (pair it with a backbone's `frozen_stages`, which stops
+                    the gradient and BN statistics but cannot stop the decay);
   no_decay          regexes of paths without weight decay;
   no_decay_norms    every parameter of a normalisation layer (BatchNorm, LayerNorm,
                     GroupNorm) undecayed, found by module type rather than by name: mmseg's
@@ -88,6 +90,9 @@ def make_optimizer(cfg, params, num_steps: int):
   transforms = {}
   for group in set(jax.tree.leaves(labels)):
     mult = float(group[2:].split("_")[0])
+    if mult == 0:
+      transforms[group] = optax.set_to_zero()
+      continue
     wd = cfg.weight_decay if group.endswith("_decay") else 0.0
     schedule = warmup_poly_schedule(cfg, num_steps, mult)
     if name == "adamw":

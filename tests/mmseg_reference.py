@@ -175,6 +175,11 @@ def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0)
         module.running_var.copy_(torch.rand(module.running_var.shape, generator=rng) + 0.5)
         module.weight.copy_(torch.rand(module.weight.shape, generator=rng) + 0.5)
         module.bias.copy_(torch.rand(module.bias.shape, generator=rng) - 0.5)
+    # Weights that start at zero (the mmcv Scale `gamma` of DANet and CCNet, ANN's
+    # out_project) would hide their attention branch from the comparison: randomise them too.
+    for name, param in model.named_parameters():
+      if not name.endswith("bias") and not torch.any(param):
+        param.copy_(torch.rand(param.shape, generator=rng) + 0.5)
   return model, model_cfg
 
 

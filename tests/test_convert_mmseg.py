@@ -1,6 +1,7 @@
 """segjax.convert's .pth formats: ImageNet ResNets (torchvision V1b, open-mmlab V1c) into an
 encoder-only checkpoint with features equal to mmseg's backbone, and refusals of checkpoints
 that do not fit the config. Whole-model mmseg parity is tests/test_mmseg_parity.py."""
+import json
 import subprocess
 import sys
 
@@ -64,16 +65,26 @@ def test_imagenet_resnet_features_equal_mmseg_backbone(tmp_path, fmt, deep_stem)
     np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max())
 
 
-def test_checkpoint_of_another_model_is_refused_and_nothing_written(tmp_path):
-  """An mmseg FCN checkpoint against the PSPNet config: one error naming the first
-  parameter that does not fit, and no checkpoint directory."""
-  import torch
+@pytest.fixture(scope="module")
+def fcn_checkpoint(tmp_path_factory):
+  """(mmseg model, its model-zoo style .pth, the matching tiny segjax model config)."""
   config = load_config("fcn_r50_d8_city")
   jax_model = config.model.to_dict()
   model, _ = ref.mmseg_model("fcn/fcn_r50-d8_4xb2-80k_cityscapes-512x1024.py",
                              lambda mm: ref.shrink_resnet_model(mm, jax_model))
-  path = tmp_path / "fcn.pth"
+  import torch
+  with torch.no_grad():  # mmseg's classifier init (std 0.01) predicts one class everywhere
+    torch.manual_seed(2)
+    model.decode_head.conv_seg.weight.normal_()
+  path = tmp_path_factory.mktemp("mmseg") / "fcn.pth"
   ref.save_checkpoint(model, str(path))
+  return model, path, jax_model
+
+
+def test_checkpoint_of_another_model_is_refused_and_nothing_written(tmp_path, fcn_checkpoint):
+  """An mmseg FCN checkpoint against another FCN: one error naming the first parameter that
+  does not fit, and no checkpoint directory."""
+  _, path, jax_model = fcn_checkpoint
   other = load_config("fcn_r50_d8_city")
   other.model = dict(jax_model)
   other.model["decode_head"] = dict(jax_model["decode_head"], concat_input=False)
@@ -98,3 +109,36 @@ def test_checkpoint_of_another_model_is_refused_and_nothing_written(tmp_path):
   assert len(errors) == 1 and "junk.pth: not a readable PyTorch checkpoint" in errors[0], out.stderr
   assert not (tmp_path / "out").exists()
 
+
+def test_converted_checkpoint_evaluates_like_mmseg(tmp_path, fcn_checkpoint):
+  """`--mode=evaluate` on the converted directory (the README's command) gives the mIoU of
+  mmseg's own predictions on a small Cityscapes in the official layout."""
+  from segjax.data import cityscapes
+  from tests.test_data import write_cityscapes
+  model, path, jax_model = fcn_checkpoint
+  config = load_config("fcn_r50_d8_city")
+  config.model = jax_model
+  convert_main.convert(str(path), str(tmp_path / "ckpt"), config, fmt="mmseg")
+  write_cityscapes(tmp_path / "city", hw=(40, 56))
+  out = subprocess.run(
+      [sys.executable, "-m", "segjax.main", f"--config=configs/saved.py:{tmp_path / 'ckpt'}",
+       f"--workdir={tmp_path / 'ckpt'}", "--mode=evaluate",
+       f"--config.data.root={tmp_path / 'city'}", "--config.data.eval_size=(40,56)",
+       "--config.eval.batch_size=8"], capture_output=True, text=True, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  ours = json.load(open(tmp_path / "ckpt" / "eval_step0.json"))["metrics"]
+
+  source = cityscapes.Cityscapes(str(tmp_path / "city"), "val")
+  confusion = np.zeros((19, 19), np.int64)
+  mean, std = np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
+  for i in range(len(source)):
+    image, label = source.load(i)
+    logits = ref.encode_decode(model, ((image.astype(np.float32) - mean) / std)[None])
+    pred, label = logits[0].argmax(-1).ravel(), label.ravel()
+    keep = label != 255
+    np.add.at(confusion, (label[keep], pred[keep]), 1)
+  union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+  seen = union > 0  # classes in neither labels nor predictions are left out, as in mmseg
+  expected = np.mean(np.diag(confusion)[seen] / union[seen])
+  assert np.sum(confusion.sum(0) > 0) > 1  # predictions are not one constant class
+  assert ours["mIoU"] == pytest.approx(expected, abs=1e-6)

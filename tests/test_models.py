@@ -102,9 +102,11 @@ def test_aux_head_path(test_config):
 
 def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
   """OCRNet's shape: decode_head = [fcn_head (loss 0.4), a head reading the first's logits]."""
-  test_config.model.decode_head = (
-      {"name": "fcn_head", "in_index": 0, "channels": 8, "loss_weight": 0.4},
-      {"name": "ocr_head", "in_index": 0, "channels": 8, "ocr_channels": 8})
+  from configs import common
+  test_config.model = common.encoder_decoder(
+      backbone=test_config.model.backbone.to_dict(),
+      decode_head=({"name": "fcn_head", "in_index": 0, "channels": 8, "loss_weight": 0.4},
+                   {"name": "ocr_head", "in_index": 0, "channels": 8, "ocr_channels": 8}))
   model = models.build_model(test_config)
   assert model.aux_loss_weights == (0.4,)
   x = jnp.zeros((1, 64, 64, 3))

@@ -114,6 +114,12 @@ def test_sgd_poly_equals_torch_sgd_and_polylr():
   np.testing.assert_allclose(ours["head"]["kernel"], head.detach().numpy(), rtol=1e-5, atol=1e-7)
   assert not np.allclose(ours["head"]["kernel"], params["head"]["kernel"], atol=1e-3)
 
+  cfg.lr_mults = (("^head", 0.0),)  # frozen: not even weight decay moves it
+  tx = optim.make_optimizer(cfg, params, num_steps)
+  updates, _ = tx.update(grads[0], tx.init(params), params)
+  assert np.all(np.asarray(updates["head"]["kernel"]) == 0)
+  assert np.any(np.asarray(updates["body"]["kernel"]) != 0)
+
 
 def small_run_config(**train_kw):
   c = load_config("test")

@@ -12,8 +12,8 @@ from segjax.convert import torch_layout
 
 # mmseg writes a single auxiliary head as `auxiliary_head.*`, a list as `auxiliary_head.0.*`;
 # segjax always holds a tuple. mmcv's Scale (DANet's and CCNet's `gamma`) holds its one
-# parameter as `scale`: renamed to `weight`, a rank-1 weight, it lands on layers.Scale's
-# "scale" by the generic rule.
+# scalar parameter as `scale`: renamed to `weight`, it lands on layers.Scale's "scale" by the
+# generic rule for norm-like weights.
 MMSEG_RENAMES = ((r"^auxiliary_head\.(?!\d+\.)", "auxiliary_head.0."),
                  (r"\.gamma\.scale$", ".gamma.weight"))
 

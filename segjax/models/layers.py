@@ -197,5 +197,5 @@ class Scale(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", nn.initializers.constant(self.init), (1,), jnp.float32)
+    scale = self.param("scale", nn.initializers.constant(self.init), (), jnp.float32)
     return x * scale.astype(x.dtype)

@@ -69,7 +69,10 @@ class ResNet(nn.Module):
   dilations: Sequence[int] = (1, 1, 1, 1)
   contract_dilation: bool = False
   multi_grid: Optional[Sequence[int]] = None
-  frozen_stages: int = -1  # stem (0) and stages 1..frozen_stages: no gradient, BN frozen
+  # Stem (0) and stages 1..frozen_stages: no gradient, BN statistics frozen. Weight decay
+  # would still shrink them: freeze their updates too with optim.lr_mults
+  # (("^backbone/(stem|conv1|bn1|layer1_)", 0.0), ...).
+  frozen_stages: int = -1
   norm_eval: bool = False  # every BN uses its running statistics, also in training
   dtype: Optional[Any] = None
 

@@ -1,0 +1,13 @@
+"""DANet on a dilated ResNet-101 V1c: configs/danet_r50_d8_city.py with depth 101.
+
+Mirrors mmseg 1.2.2 `configs/danet/danet_r101-d8_4xb2-80k_cityscapes-512x1024.py` (reference
+mIoU 80.41 single-scale, mmseg's model zoo; not a segjax measurement).
+
+  python -m segjax.main --config=configs/danet_r101_d8_city.py --workdir=runs/danet_r101 \\
+      --config.data.root=data/cityscapes
+"""
+from configs import danet_r50_d8_city
+
+
+def get_config():
+  return danet_r50_d8_city.get_config(depth=101)

@@ -1,0 +1,13 @@
+"""DeepLabv3 on a dilated ResNet-101 V1c: configs/deeplabv3_r50_d8_city.py with depth 101.
+
+Mirrors mmseg 1.2.2 `configs/deeplabv3/deeplabv3_r101-d8_4xb2-80k_cityscapes-512x1024.py`
+(reference mIoU 80.20 single-scale, mmseg's model zoo figure, not ours).
+
+  python -m segjax.main --config=configs/deeplabv3_r101_d8_city.py --workdir=runs/dlv3_r101 \\
+      --config.data.root=data/cityscapes
+"""
+from configs import deeplabv3_r50_d8_city
+
+
+def get_config():
+  return deeplabv3_r50_d8_city.get_config(depth=101)
