@@ -11,14 +11,14 @@ applied `recurrence` = 2 times with the same weights, information reaches every 
 Memory: attention weights are (H, W, H + W) per image, 128 x 256 x 384 floats (48 MiB) for
 whole-image testing at 1024x2048, unlike the (HW)^2 of a non-local block.
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from segjax.models import layers
-from segjax.models.heads import base
+from segjax.models.heads import fcn_head
 from segjax.models.registry import HEADS
 
 
@@ -48,35 +48,17 @@ class CrissCrossAttention(nn.Module):
     return layers.Scale(name="gamma")(out) + x
 
 
-class CCHead(nn.Module):
-  num_classes: int
-  in_index: base.Index = -1
-  input_transform: Optional[str] = None
+class CCHead(fcn_head.FCNHead):
+  """FCNHead (two convs, concat_input) with `recurrence` criss-cross steps after the first
+  conv, all through the one module `cca` (shared weights)."""
   channels: int = 512
   recurrence: int = 2
-  kernel_size: int = 3
-  dilation: int = 1
-  concat_input: bool = True
-  dropout: float = 0.1
-  dtype: Optional[Any] = None
 
-  @nn.compact
-  def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
-    x = inputs = base.select_inputs(features, self.in_index, self.input_transform)
-
-    def conv(name):
-      return layers.ConvBNAct(self.channels, self.kernel_size, dilation=self.dilation,
-                              dtype=self.dtype, name=name)
-
-    x = conv("convs_0")(x, train)
-    cca = CrissCrossAttention(dtype=self.dtype, name="cca")  # one module, applied repeatedly
+  def context(self, x, train):
+    cca = CrissCrossAttention(dtype=self.dtype, name="cca")
     for _ in range(self.recurrence):
       x = cca(x)
-    x = conv("convs_1")(x, train)
-    if self.concat_input:
-      x = layers.ConvBNAct(self.channels, self.kernel_size, dtype=self.dtype,
-                           name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
-    return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
+    return x
 
 
 HEADS.register("cc_head", CCHead)

@@ -1,6 +1,7 @@
 """FCN head (Long et al. 2015; mmseg's FCNHead): `num_convs` 3x3 ConvBNActs on one feature
 map, optionally concatenated with the input and fused (`conv_cat`), then the classifier.
 
+Subclasses (NLHead, CCHead) insert a context block after the first conv via `context`.
 Also the usual auxiliary head for deep supervision (num_convs=1, concat_input=False, loss
 weight 0.4 on the stage-3 map) and the first stage of OCRNet's cascade.
 """
@@ -32,10 +33,18 @@ class FCNHead(nn.Module):
     for i in range(self.num_convs):
       x = layers.ConvBNAct(self.channels, self.kernel_size, dilation=self.dilation,
                            dtype=self.dtype, name=f"convs_{i}")(x, train)
+      if i == 0:
+        x = self.context(x, train)
     if self.concat_input:
       x = layers.ConvBNAct(self.channels, self.kernel_size, dtype=self.dtype,
                            name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
     return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
+
+  def context(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """Between the first and the second conv: nothing here. Context heads (non-local,
+    criss-cross) subclass FCNHead and put their block here, as mmseg's do."""
+    del train
+    return x
 
 
 HEADS.register("fcn_head", FCNHead)

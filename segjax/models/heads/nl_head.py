@@ -12,7 +12,7 @@ attends to every other position, so a pixel's feature can draw on the whole imag
 Memory: the block forms an (HW x HW) matrix per image. At 1/8 of a 512x1024 crop that is
 8192^2 floats (256 MiB); whole-image testing at 1024x2048 makes it 32768^2 (4 GiB per image).
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from segjax.errors import ConfigError
 from segjax.models import layers
-from segjax.models.heads import base
+from segjax.models.heads import fcn_head
 from segjax.models.registry import HEADS
 
 MODES = ("embedded_gaussian", "dot_product")
@@ -64,35 +64,16 @@ class NonLocal2d(nn.Module):
                                 name="conv_out")(y, train)
 
 
-class NLHead(nn.Module):
-  num_classes: int
-  in_index: base.Index = -1
-  input_transform: Optional[str] = None
+class NLHead(fcn_head.FCNHead):
+  """FCNHead (two convs, concat_input) with `nl_block` after the first conv."""
   channels: int = 512
   reduction: int = 2
   use_scale: bool = True
   mode: str = "embedded_gaussian"
-  kernel_size: int = 3
-  dilation: int = 1
-  concat_input: bool = True
-  dropout: float = 0.1
-  dtype: Optional[Any] = None
 
-  @nn.compact
-  def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
-    x = inputs = base.select_inputs(features, self.in_index, self.input_transform)
-    def conv(name):
-      return layers.ConvBNAct(self.channels, self.kernel_size, dilation=self.dilation,
-                              dtype=self.dtype, name=name)
-
-    x = conv("convs_0")(x, train)
-    x = NonLocal2d(reduction=self.reduction, use_scale=self.use_scale, mode=self.mode,
-                   dtype=self.dtype, name="nl_block")(x, train)
-    x = conv("convs_1")(x, train)
-    if self.concat_input:
-      x = layers.ConvBNAct(self.channels, self.kernel_size, dtype=self.dtype,
-                           name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
-    return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
+  def context(self, x, train):
+    return NonLocal2d(reduction=self.reduction, use_scale=self.use_scale, mode=self.mode,
+                      dtype=self.dtype, name="nl_block")(x, train)
 
 
 HEADS.register("nl_head", NLHead)
