@@ -94,8 +94,9 @@ def test_every_config_loads_and_builds(name):
   doc = __import__(f"configs.{name}", fromlist=["x"]).__doc__
   assert "python -m segjax.main" in doc, f"configs/{name}.py docstring lacks its command"
   model = models.build_model(config)
-  h, w = config.data.crop_size
-  out = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0),
-                                                      jnp.zeros((1, 64, 64, 3))),
-                                           jnp.zeros((1, h, w, 3)))[0])
-  assert out.shape[-1] == config.data.num_classes
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  for h, w in (config.data.crop_size, config.data.eval_size):  # e.g. 512x1024 and 1024x2048
+    out = jax.eval_shape(lambda v, x: model.apply(v, x)[0], variables,
+                         jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
+    assert out.shape[-1] == config.data.num_classes
+    assert out.shape[1] >= h // 8 and out.shape[2] >= w // 8
