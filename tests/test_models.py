@@ -56,13 +56,18 @@ def test_full_cityscapes_frame_shape():
   assert out.shape == (1, 256, 512, 19)
 
 
-def test_depthwise_shift_equals_xla():
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_depthwise_shift_equals_xla(dilation):
   x = jax.random.normal(jax.random.key(1), (2, 9, 13, 6))
-  shift = layers.DepthwiseConv(3, impl="shift")
+  shift = layers.DepthwiseConv(3, impl="shift", dilation=dilation)
   v = shift.init(jax.random.key(2), x)
   v = jax.tree.map(lambda p: p + 0.1, v)  # non-zero bias too
-  np.testing.assert_allclose(shift.apply(v, x), layers.DepthwiseConv(3, impl="xla").apply(v, x),
-                             atol=1e-5)
+  xla = layers.DepthwiseConv(3, impl="xla", dilation=dilation)
+  np.testing.assert_allclose(shift.apply(v, x), xla.apply(v, x), atol=1e-5)
+  # ... and its gradient (the reason for "shift": XLA:CPU's grouped-conv backward is slow).
+  grad = lambda m: jax.grad(lambda v: jnp.sum(m.apply(v, x) ** 2))(v)  # noqa: E731
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+               grad(shift), grad(xla))
 
 
 def test_train_mode_uses_dropout_and_updates_batch_stats(test_config):

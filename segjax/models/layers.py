@@ -60,31 +60,33 @@ class DropPath(nn.Module):
 
 
 class DepthwiseConv(nn.Module):
-  """k x k depthwise convolution, stride 1, 'same' padding, with bias.
+  """k x k depthwise convolution, stride 1, 'same' padding, optionally dilated and biased.
 
   Params are stored as a flax Conv kernel of shape (k, k, 1, C), so checkpoints do not depend
   on `impl`. impl="shift" computes the convolution as k*k shifted multiply-adds, which XLA
-  fuses into one loop; on CPU it ran several times faster than XLA's grouped convolution
-  (see segjax/tools/benchmark.py). impl="xla" uses `lax.conv_general_dilated` with
-  feature_group_count=C, the better choice on TPU/GPU.
+  fuses into one loop; on CPU it ran several times faster than XLA's grouped convolution,
+  above all in the backward pass (segjax/tools/benchmark.py: DeepLabv3+ R50-D8 train step).
+  impl="xla" uses `lax.conv_general_dilated` with feature_group_count=C, the better choice
+  on TPU/GPU.
   """
   kernel_size: int = 3
   impl: str = "shift"
+  dilation: int = 1
+  use_bias: bool = True
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x):
-    k = self.kernel_size
+    k, d = self.kernel_size, self.dilation
     c = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
     kernel = kernel.astype(dtype)
-    p = k // 2
+    p = d * (k // 2)
     if self.impl == "xla":
       y = jax.lax.conv_general_dilated(
-          x, kernel, window_strides=(1, 1), padding=((p, p), (p, p)),
+          x, kernel, window_strides=(1, 1), padding=((p, p), (p, p)), rhs_dilation=(d, d),
           dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
     elif self.impl == "shift":
       h, w = x.shape[1], x.shape[2]
@@ -92,11 +94,13 @@ class DepthwiseConv(nn.Module):
       y = None
       for i in range(k):
         for j in range(k):
-          term = xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
+          term = xp[:, i * d:i * d + h, j * d:j * d + w, :] * kernel[i, j, 0]
           y = term if y is None else y + term
     else:
       raise ValueError(f"DepthwiseConv impl must be 'shift' or 'xla', got {self.impl!r}")
-    return y + bias.astype(dtype)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32).astype(dtype)
+    return y
 
 
 class ConvBNAct(nn.Module):
@@ -104,7 +108,8 @@ class ConvBNAct(nn.Module):
 
   Submodules are named `conv` and `bn` like ConvModule's, so mmseg checkpoints convert by
   name. `norm=False` drops the BatchNorm (the conv then has a bias); `groups` = input
-  channels gives a depthwise conv.
+  channels = `features` gives a depthwise conv, computed by DepthwiseConv (`depthwise_impl`,
+  same parameters) when unstrided.
   """
   features: int
   kernel_size: int = 3
@@ -113,15 +118,21 @@ class ConvBNAct(nn.Module):
   groups: int = 1
   norm: bool = True
   activation: Optional[Callable] = nn.relu
+  depthwise_impl: str = "shift"
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     p = self.dilation * (self.kernel_size // 2)
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
-                padding=((p, p), (p, p)), kernel_dilation=self.dilation,
-                feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
-                name="conv")(x)
+    depthwise = self.groups > 1 and self.groups == x.shape[-1] == self.features
+    if depthwise and self.strides == 1 and self.kernel_size > 1:
+      x = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dilation,
+                        use_bias=not self.norm, dtype=self.dtype, name="conv")(x)
+    else:
+      x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
+                  padding=((p, p), (p, p)), kernel_dilation=self.dilation,
+                  feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
+                  name="conv")(x)
     if self.norm:
       x = batch_norm(train, self.dtype, "bn")(x)
     return self.activation(x) if self.activation is not None else x
