@@ -324,3 +324,33 @@ def test_multi_scale_flip_inference(trained):
   config.eval.scales, config.eval.flip = (0.75, 1.0), True
   out = evaluate.evaluate_workdir(config, workdir)
   assert out["num_images"] == 12 and 0 <= out["mIoU"] <= 1
+
+
+def test_cnn_recipe_learns_with_sgd_and_supervises_every_output(test_config):
+  """A tiny DANet (ResNet-18 at 1/8 width, the danet_r50_d8_city recipe: SGD, poly 0.9,
+  auxiliary FCN head): the train step reports the main loss and one per auxiliary output
+  (DANet's pam and cam, then the FCN head), their weighted sum is the loss, and it learns."""
+  recipe = load_config("danet_r50_d8_city")
+  model = recipe.model.to_dict()
+  model["backbone"].update(name="resnet", depth=18, stem_channels=16, base_channels=8)
+  model["decode_head"].update(channels=16, pam_channels=8)
+  model["auxiliary_head"][0].update(channels=8)
+  test_config.model = model
+  test_config.optim = recipe.optim
+  test_config.optim.lr = 0.05
+  test_config.train.batch_size = 16
+  mesh = parallel.make_mesh()
+  state, step = make_state_and_step(test_config, mesh,
+                                    lambda p: optim.make_optimizer(test_config.optim, p, 30))
+  source = data_lib.build_source(test_config.data, "train")
+  batches = pipeline.train_batches(source, test_config.data, seed=0, global_batch=16)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, parallel.global_batch(next(batches), mesh), jax.random.key(0))
+    losses.append(float(m["loss"]))
+  parts = {k: float(v) for k, v in m.items() if k.startswith("loss_")}
+  assert sorted(parts) == ["loss_aux0", "loss_aux1", "loss_aux2", "loss_main"]
+  assert float(m["loss"]) == pytest.approx(
+      parts["loss_main"] + parts["loss_aux0"] + parts["loss_aux1"] + 0.4 * parts["loss_aux2"],
+      rel=1e-5)
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
