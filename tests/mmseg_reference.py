@@ -21,7 +21,7 @@ WIDTHS = {2048: 64, 1024: 32, 512: 16, 256: 8, 128: 8, 48: 8, 64: 8}
 # mmseg config keys holding channel widths (backbone, neck, heads).
 WIDTH_KEYS = ("in_channels", "channels", "out_channels", "c1_in_channels", "c1_channels",
               "key_channels", "value_channels", "project_channels", "ocr_channels",
-              "query_channels", "mask_size")
+              "query_channels")
 
 _MMSEG = None
 
@@ -76,7 +76,7 @@ def shrink_widths(node):
   """Replaces every width in WIDTH_KEYS by its tiny counterpart (in place)."""
   def fn(d):
     for k in WIDTH_KEYS:
-      if k in d and k != "mask_size":
+      if k in d:
         v = d[k]
         d[k] = [WIDTHS.get(x, x) for x in v] if isinstance(v, (list, tuple)) else WIDTHS.get(v, v)
   _walk(node, fn)
