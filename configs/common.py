@@ -134,6 +134,19 @@ def dilated_resnet(depth: int = 50, output_stride: int = 8, **kwargs) -> dict:
           "contract_dilation": True, **kwargs}
 
 
+def cityscapes_config(crop_size) -> ml_collections.ConfigDict:
+  """base_config() on Cityscapes: 19 classes, 2048x1024 frames randomly resized by
+  data.ratio_range, `crop_size` (h, w) crops, evaluation on whole 1024x2048 frames."""
+  c = base_config()
+  c.data.name = "cityscapes"
+  c.data.root = "data/cityscapes"
+  c.data.num_classes = 19
+  c.data.base_size = (1024, 2048)
+  c.data.crop_size = tuple(crop_size)
+  c.data.eval_size = (1024, 2048)
+  return c
+
+
 def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
                    ) -> ml_collections.ConfigDict:
   """mmseg's CNN recipe on Cityscapes (e.g. pspnet_r50-d8_4xb2-80k_cityscapes-512x1024):
@@ -141,13 +154,7 @@ def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
   photometric distortion, global batch 8; SGD lr 0.01, momentum 0.9, coupled weight decay
   5e-4 on every parameter (BN included), poly 0.9 to 1e-4 without warmup; whole-image test
   at 1024x2048 (mmseg's test mode for these configs)."""
-  c = base_config()
-  c.data.name = "cityscapes"
-  c.data.root = "data/cityscapes"
-  c.data.num_classes = 19
-  c.data.base_size = (1024, 2048)
-  c.data.crop_size = (512, 1024)
-  c.data.eval_size = (1024, 2048)
+  c = cityscapes_config(crop_size=(512, 1024))
   c.model = model
   c.optim.name = "sgd"
   c.optim.lr = 0.01
@@ -180,13 +187,7 @@ def segformer_cityscapes(variant: str) -> ml_collections.ConfigDict:
   paper's code), where mmseg's segformer configs (custom_keys norm/head) decay the decode
   head's BatchNorm and the dwconvs.
   """
-  c = base_config()
-  c.data.name = "cityscapes"
-  c.data.root = "data/cityscapes"
-  c.data.num_classes = 19
-  c.data.base_size = (1024, 2048)
-  c.data.crop_size = (1024, 1024)
-  c.data.eval_size = (1024, 2048)
+  c = cityscapes_config(crop_size=(1024, 1024))
   c.model.backbone.name = f"mit_{variant}"
   c.model.decode_head.channels = SEGFORMER_DECODER_CHANNELS[variant]
   c.train.batch_size = 8
