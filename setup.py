@@ -30,6 +30,9 @@ TEST_REQUIRES = [
     "mmengine==0.10.7",
     "mmcv-lite==2.1.0",
     "mmsegmentation==1.2.2",
+    # The official Cityscapes pixel-level evaluation, reference of segjax's IoU
+    # (tests/test_metrics.py).
+    "cityscapesscripts==2.3.0",
     "ftfy",
     "regex",
 ]

@@ -30,6 +30,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.class_names = ()  # folder datasets only
   c.data.train_split = "train"
   c.data.eval_split = "val"
+  # A TFDS data dir: with it, data.name's ArrayRecord copy written there by
+  # `python -m segjax.tools.prepare_data` is read instead of the files under data.root.
+  # It is also where data.name = "tfds:NAME[/CONFIG]" (a dataset TFDS ships, prepared with
+  # `tfds build NAME --file_format=array_record`) is found; for those, the splits are TFDS's
+  # ("train", "validation", "test"), data.class_names is required, and:
+  c.data.tfds_dir = ""
+  c.data.tfds_image_key = ""  # "": the first of image, image_left (cityscapes) it has
+  # "": the first of segmentation_label (cityscapes), annotation (scene_parse150),
+  # segmentation_mask, label it has; a 3-channel label gives its first channel.
+  c.data.tfds_label_key = ""
+  c.data.tfds_label_map = ""  # "" | reduce_zero_label | cityscapes_label_ids (-> trainIds)
   c.data.shuffle = True
   c.data.base_size = (512, 512)  # (h, w) box that random_resize scales by ratio_range
   c.data.ratio_range = (0.5, 2.0)
@@ -39,7 +50,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.photometric = True
   c.data.mean = CITYSCAPES_MEAN
   c.data.std = CITYSCAPES_STD
-  c.data.eval_size = (512, 512)  # (h, w) canvas eval images are padded to (255 = ignored)
   c.data.num_parallel_calls = 0  # 0 = tf.data.AUTOTUNE
   c.data.synthetic_train_size = 512
   c.data.synthetic_eval_size = 64
@@ -87,10 +97,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8  # global
   c.eval.mode = "whole"  # whole | slide
+  # Test images are resized to fit this (h, w) box keeping their aspect ratio, predicted,
+  # and scored at their original size (mmseg's test Resize); () = data.base_size.
+  c.eval.scale = ()
   c.eval.crop_size = (512, 512)  # slide window (h, w)
   c.eval.stride = (341, 341)  # slide stride (h, w)
   c.eval.scales = (1.0,)  # multi-scale test: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
   c.eval.flip = False  # also average horizontally flipped views
+  c.eval.boundary_iou = True  # also Boundary IoU (2% of the diagonal); costs ~cumsums per class
   c.eval.checkpoint = "latest"  # latest | best | <step>, for --mode=evaluate
 
   c.predict = ml_collections.ConfigDict()
@@ -143,7 +157,6 @@ def cityscapes_config(crop_size) -> ml_collections.ConfigDict:
   c.data.num_classes = 19
   c.data.base_size = (1024, 2048)
   c.data.crop_size = tuple(crop_size)
-  c.data.eval_size = (1024, 2048)
   return c
 
 

@@ -19,7 +19,6 @@ def get_config():
   c.data.base_size = (128, 128)
   c.data.ratio_range = (0.75, 1.5)
   c.data.crop_size = (96, 96)
-  c.data.eval_size = (128, 128)
   c.model.backbone.name = "mit_b0"
   c.model.backbone.drop_path_rate = 0.0
   c.model.decode_head.channels = 128

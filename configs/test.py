@@ -14,7 +14,6 @@ def get_config():
   c.data.synthetic_image_size = (48, 48)
   c.data.base_size = (48, 48)
   c.data.crop_size = (32, 32)
-  c.data.eval_size = (48, 48)
   c.data.num_parallel_calls = 2
   c.model.backbone = {"name": "mit", "hidden_sizes": (8, 16, 24, 32), "depths": (1, 1, 1, 1),
                       "num_heads": (1, 1, 2, 2), "drop_path_rate": 0.1}

@@ -1,12 +1,23 @@
-"""Inference (whole image or sliding window, each one jitted program) and evaluation.
+"""Inference and evaluation with mmseg's per-image test protocol, compiled.
 
-`make_logits_fn` is the one definition of "the model's prediction for an image" shared by
-training-time evaluation, --mode=evaluate, --mode=predict and segjax.inference, so all four
-agree by construction.
+A prediction, the one definition shared by training-time evaluation, --mode=evaluate,
+--mode=predict and segjax.inference.Segmenter (`Predictor`):
+  1. the image is resized to fit the test scale keeping its aspect ratio (mmseg's test
+     Resize(scale, keep_ratio=True); `eval.scale`, by default data.base_size, the training
+     base scale, as in mmseg's configs),
+  2. normalised and predicted at that size: the whole image, or sliding windows over the image
+     itself (never past its edges; an image smaller than the window is one window), optionally
+     multi-scale + flip,
+  3. the logits are resized bilinearly to the original size and arg-maxed there, and scored
+     against the original-resolution mask.
+Nothing is padded inside the model's view. To stay compiled, evaluation groups images by
+(test size, original size) (`pipeline.plan_eval`): each distinct size compiles once (logged),
+images of one size are batched and sharded over all devices, and padding *examples* fill a
+group's last batch and count nowhere. Confusion matrices are summed on the host in int64.
 """
 import json
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +30,14 @@ from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax import models, parallel
 from segjax import workdir as workdir_lib
-from segjax.data import pipeline
+from segjax.data import pipeline, transforms
 from segjax.errors import ConfigError
 from segjax.models.layers import resize_bilinear
 
 
 def slide_windows(h: int, w: int, crop: Tuple[int, int], stride: Tuple[int, int]):
-  """Top-left corners of mmseg's sliding windows over an (h, w) image at least crop-sized."""
+  """Top-left corners of mmseg's sliding windows (EncoderDecoder.slide_inference) over an
+  (h, w) image; windows are min(crop, image) in size and never extend past the image."""
   (ch, cw), (sh, sw) = crop, stride
   rows = max(h - ch + sh - 1, 0) // sh + 1
   cols = max(w - cw + sw - 1, 0) // sw + 1
@@ -40,9 +52,10 @@ def slide_windows(h: int, w: int, crop: Tuple[int, int], stride: Tuple[int, int]
 def make_logits_fn(model, eval_cfg, num_classes: int) -> Callable:
   """Returns f(variables, images) -> float32 logits (B, H, W, C) at the images' size.
 
-  whole: one forward pass, logits resized to the input. slide: windows of eval.crop_size
-  every eval.stride (images smaller than a window are zero-padded), all windows of the batch
-  in one batched forward pass; overlapping logits are averaged. With eval.scales other than
+  `images` are normalised. whole: one forward pass, logits resized to the input. slide:
+  windows of eval.crop_size every eval.stride over the image (an image smaller than the window
+  is one window of its own size, as in mmseg), all windows of the batch in one batched
+  forward pass; overlapping logits are averaged. With eval.scales other than
   (1.0,) or eval.flip, the result is the log of the class probabilities averaged over the
   rescaled/flipped views (same argmax semantics as logits). All of it is one jitted program.
   """
@@ -87,81 +100,217 @@ def _single_scale_fn(model, eval_cfg, num_classes: int) -> Callable:
 
   def slide(variables, images):
     b, h, w, _ = images.shape
-    hp, wp = max(h, crop[0]), max(w, crop[1])
-    images = jnp.pad(images, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
-    corners = slide_windows(hp, wp, crop, stride)
-    windows = jnp.stack([images[:, y:y + crop[0], x:x + crop[1]] for y, x in corners], axis=1)
+    wh, ww = min(crop[0], h), min(crop[1], w)  # mmseg: a small image is one window
+    corners = slide_windows(h, w, crop, stride)
+    windows = jnp.stack([images[:, y:y + wh, x:x + ww] for y, x in corners], axis=1)
     logits = whole(variables, windows.reshape((b * len(corners),) + windows.shape[2:]))
     logits = logits.reshape((b, len(corners)) + logits.shape[1:])
-    total = jnp.zeros((b, hp, wp, num_classes), jnp.float32)
-    count = np.zeros((1, hp, wp, 1), np.float32)
+    total = jnp.zeros((b, h, w, num_classes), jnp.float32)
+    count = np.zeros((1, h, w, 1), np.float32)
     for k, (y, x) in enumerate(corners):
-      total = total.at[:, y:y + crop[0], x:x + crop[1]].add(logits[:, k])
-      count[:, y:y + crop[0], x:x + crop[1]] += 1
-    return (total / count)[:, :h, :w]
+      total = total.at[:, y:y + wh, x:x + ww].add(logits[:, k])
+      count[:, y:y + wh, x:x + ww] += 1
+    return total / count
 
   return slide
 
 
+def test_scale(config) -> Tuple[int, ...]:
+  """The (h, w) box images are resized into for testing: eval.scale, else data.base_size."""
+  scale = tuple(config.eval.get("scale", ()) or ()) or tuple(config.data.base_size)
+  if len(scale) != 2 or min(scale) <= 0:
+    raise ConfigError(f"eval.scale must be (h, w) with positive sides (or () for "
+                      f"data.base_size), got {scale}")
+  return scale
+
+
+class Predictor:
+  """The compiled prediction of `config` (see the module docstring), over `mesh`.
+
+  Two jitted programs, so the expensive one compiles once per test size, not per original
+  size: `logits` (normalise + model, whole/slide/TTA, at the test size) and `labels` (resize
+  the logits to the original size, argmax). `compilations` lists the shapes compiled.
+  """
+
+  def __init__(self, model, config, mesh):
+    self.model, self.mesh = model, mesh
+    self.num_classes = config.data.num_classes
+    self.scale = test_scale(config)
+    self.compilations: List[str] = []
+    self._seen = set()
+    logits_fn = make_logits_fn(model, config.eval, self.num_classes)
+    mean = jnp.asarray(config.data.mean, jnp.float32)
+    std = jnp.asarray(config.data.std, jnp.float32)
+    rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    self._logits = jax.jit(lambda variables, images: logits_fn(variables, (images - mean) / std),
+                           in_shardings=(rep, shard), out_shardings=shard)
+    self._labels = jax.jit(to_labels, static_argnums=1, in_shardings=(shard,),
+                           out_shardings=shard)
+
+  def input_size(self, hw: Sequence[int]) -> Tuple[int, int]:
+    """The size the model sees for an image of size hw."""
+    return transforms.keep_ratio_size(hw, self.scale)
+
+  def prepare(self, images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> float32 at the test size, exactly as the eval pipeline does."""
+    size = self.input_size(images.shape[1:3])
+    return np.asarray(transforms.resize_image(images, size))
+
+  def logits(self, variables, images) -> jax.Array:
+    """float32 0..255 images at the test size -> logits at that size."""
+    self._note("model", images.shape[1:3])
+    return self._logits(variables, images)
+
+  def labels(self, logits, size: Sequence[int]) -> jax.Array:
+    """uint8 class ids at `size` (h, w), the original image size."""
+    self._note("labels", tuple(logits.shape[1:3]) + tuple(size))
+    return self._labels(logits, tuple(int(x) for x in size))
+
+  def _note(self, kind, shape):
+    if (kind, shape) not in self._seen:
+      self._seen.add((kind, shape))
+      what = "x".join(map(str, shape[:2]))
+      if kind == "labels":
+        what += " -> " + "x".join(map(str, shape[2:]))
+      self.compilations.append(f"{kind} {what}")
+      logging.info("compiling %s for %s", "inference" if kind == "model" else "scoring", what)
+
+
+def to_labels(logits: jax.Array, size: Tuple[int, int]) -> jax.Array:
+  """Logits at any size -> uint8 class ids at `size`: bilinear resize first, then argmax
+  (mmseg's postprocess_result)."""
+  return jnp.argmax(resize_bilinear(logits, size), axis=-1).astype(jnp.uint8)
+
+
 class Evaluator:
-  """Evaluates variables on one split: a jitted step per batch, one confusion matrix."""
+  """Evaluates variables on one split: the plan's batches, one int64 confusion matrix."""
+
+  # Batches whose counts may wait on the device before the host adds them up: the host
+  # stays this far behind the dispatched computation instead of syncing on every batch.
+  LAG = 3
 
   def __init__(self, model, config, mesh, source: data_lib.Source):
     self.config, self.mesh, self.source = config, mesh, source
     self.num_classes = config.data.num_classes
     parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-    logits_fn = make_logits_fn(model, config.eval, self.num_classes)
+    self.predictor = Predictor(model, config, mesh)
+    self.boundary = bool(config.eval.get("boundary_iou", True))
+    self._plan = None
+    num_classes = self.num_classes
+    boundary = self.boundary
 
-    def step(variables, batch):
-      preds = jnp.argmax(logits_fn(variables, batch["image"]), axis=-1)
-      cm = metrics_lib.confusion_matrix(preds, batch["label"], self.num_classes)
-      return cm, jnp.sum(batch["valid"].astype(jnp.int32)), preds.astype(jnp.uint8)
+    def score(logits, labels, valid):
+      preds = to_labels(logits, labels.shape[1:3])
+      cm = metrics_lib.confusion_matrix(preds, labels, num_classes)
+      counts = (metrics_lib.boundary_counts(preds, labels, num_classes) if boundary else ())
+      return preds, cm, counts, jnp.sum(valid.astype(jnp.int32))
 
     rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    self._step = jax.jit(step, in_shardings=(rep, shard), out_shardings=(rep, rep, shard))
+    self._score = jax.jit(score, in_shardings=(shard, shard, shard),
+                          out_shardings=(shard, rep, rep, rep))
 
-  def __call__(self, variables, num_keep: int = 0):
-    """Returns (metrics dict, kept examples) where kept = [(image uint8, label, pred)]."""
+    def step(variables, batch):
+      logits = self.predictor.logits(variables, batch["image"])
+      return self._score(logits, batch["label"], batch["valid"])
+
+    self._step = step
+
+  def plan(self):
+    """The split's size groups cut into global batches (computed once; reads headers)."""
+    if self._plan is None:
+      self._plan = pipeline.plan_eval(self.source, self.predictor.scale,
+                                      self.config.eval.batch_size)
+      sizes = {(b.input_size, b.label_size) for b in self._plan}
+      logging.info("evaluation plan: %d images in %d size group(s), %d batches of %d",
+                   len(self.source), len(sizes), len(self._plan), self.config.eval.batch_size)
+    return self._plan
+
+  def __call__(self, variables, num_keep: int = 0, progress: bool = False):
+    """Returns (metrics dict, kept examples) where kept = [(image uint8, label, pred)].
+
+    metrics include "confusion_matrix" (int64 numpy, rows = ground truth) and the per-class
+    tables of metrics.summarize.
+    """
     start = time.time()
-    cm, count, kept = None, None, []
-    batches = pipeline.eval_batches(
-        self.source, self.config.data, global_batch=self.config.eval.batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+    plan = self.plan()
+    totals = {"cm": np.zeros((self.num_classes,) * 2, np.int64),
+              "inter": np.zeros(self.num_classes, np.int64),
+              "union": np.zeros(self.num_classes, np.int64), "count": 0}
+    pending, kept = [], []
+
+    def fold(item):
+      cm, counts, count = jax.device_get(item)
+      totals["cm"] += np.asarray(cm, np.int64)
+      if counts:
+        totals["inter"] += np.asarray(counts[0], np.int64)
+        totals["union"] += np.asarray(counts[1], np.int64)
+      totals["count"] += int(count)
+
+    batches = pipeline.eval_batches(self.source, plan, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    bar = _progress(len(plan), f"evaluating {len(self.source)} images") if progress else None
     for local in batches:
       batch = parallel.global_batch(
           {k: local[k] for k in ("image", "label", "valid")}, self.mesh)
-      batch_cm, batch_count, preds = self._step(variables, batch)
-      # Summed on device: no host sync per batch, dispatch stays ahead of compute.
-      cm = batch_cm if cm is None else cm + batch_cm
-      count = batch_count if count is None else count + batch_count
+      preds, cm, counts, count = self._step(variables, batch)
+      pending.append((cm, counts, count))
+      if len(pending) > self.LAG:
+        fold(pending.pop(0))
       if len(kept) < num_keep and jax.process_index() == 0:
         kept += self._keep(local, preds, num_keep - len(kept))
-    cm, count = np.asarray(jax.device_get(cm)), int(count)
-    results = metrics_lib.summarize(cm, self.source.class_names)
-    results["num_images"] = count
+      if bar is not None:
+        bar.update(1)
+    for item in pending:
+      fold(item)
+    if bar is not None:
+      bar.close()
+    boundary = (totals["inter"], totals["union"]) if self.boundary else None
+    results = metrics_lib.summarize(totals["cm"], self.source.class_names, boundary=boundary)
+    results["num_images"] = totals["count"]
     results["seconds"] = round(time.time() - start, 2)
-    if count != len(self.source):
-      raise AssertionError(f"evaluated {count} images but the split has {len(self.source)}")
+    results["confusion_matrix"] = totals["cm"]
+    if totals["count"] != len(self.source):
+      raise AssertionError(f"evaluated {totals['count']} images but the split has "
+                           f"{len(self.source)}")
     return results, kept
 
   def _keep(self, local, preds, n):
-    """Un-normalised images with labels and predictions of this host's valid examples."""
-    mean, std = np.array(self.config.data.mean), np.array(self.config.data.std)
+    """Images (resized back to their original size for display), labels and predictions of
+    this host's valid examples."""
     local_preds = np.concatenate(
         [np.asarray(s.data) for s in sorted(preds.addressable_shards,
                                             key=lambda s: s.index[0].start or 0)])
     out = []
     for i in np.flatnonzero(local["valid"])[:n]:
-      image = np.clip(local["image"][i] * std + mean, 0, 255).astype(np.uint8)
-      out.append((image, local["label"][i], local_preds[i]))
+      label = local["label"][i]
+      image = np.asarray(transforms.resize_image(local["image"][i], label.shape))
+      out.append((np.clip(image + 0.5, 0, 255).astype(np.uint8), label, local_preds[i]))
     return out
 
 
-def write_results(path, step: int, results: Dict, class_names: List[str]) -> None:
-  """Writes {"step", "metrics", "class_names"} atomically: a reader (or a crash) never sees a
-  half-written file."""
-  payload = {"step": int(step), "metrics": results, "class_names": list(class_names)}
+def _progress(total: int, desc: str):
+  """A tqdm bar on process 0 (evaluate and predict modes); None elsewhere."""
+  if jax.process_index() != 0:
+    return None
+  import tqdm  # local: only the interactive modes draw bars
+  return tqdm.tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True)
+
+
+def write_results(path, step: int, results: Dict, class_names: Sequence[str]) -> None:
+  """Writes {"step", "metrics", "class_names", "confusion_matrix"} atomically: a reader (or a
+  crash) never sees a half-written file. The matrix (rows = ground truth, columns =
+  prediction, pixel counts) is what `segjax.tools.confusion_matrix` plots."""
+  metrics = {k: v for k, v in results.items() if k != "confusion_matrix"}
+  payload = {"step": int(step), "metrics": metrics, "class_names": list(class_names)}
+  if "confusion_matrix" in results:
+    payload["confusion_matrix"] = np.asarray(results["confusion_matrix"]).tolist()
   workdir_lib.atomic_write_text(path, json.dumps(payload, indent=2))
+
+
+def log_results(step: int, results: Dict, class_names: Sequence[str]) -> None:
+  """The per-class table and the summary line, as mmseg prints them after an evaluation."""
+  logging.info("step %d per-class results:\n%s", step,
+               metrics_lib.format_table(results, class_names))
 
 
 def evaluate_workdir(config, workdir: str) -> Dict:
@@ -179,10 +328,11 @@ def evaluate_workdir(config, workdir: str) -> Dict:
   logging.info("evaluating %s checkpoint at step %d on %s/%s (%d images)",
                config.eval.checkpoint, step, config.data.name, config.data.eval_split,
                len(source))
-  results, _ = Evaluator(model, config, mesh, source)(variables)
+  results, _ = Evaluator(model, config, mesh, source)(variables, progress=True)
   if jax.process_index() == 0:
     path = epath.Path(workdir) / f"eval_step{step}.json"
     write_results(path, step, results, source.class_names)
+    log_results(step, results, source.class_names)
     logging.info("step %d: mIoU %.4f  mAcc %.4f  aAcc %.4f -> %s", step, results["mIoU"],
                  results["mAcc"], results["aAcc"], path)
   checkpointer.close()

@@ -4,20 +4,21 @@
     labels = seg.predict(images_uint8_nhwc)          # (N, H, W) uint8 class ids
     logits = seg.logits(images_uint8_nhwc)           # (N, H, W, C) float32
 
-Normalisation, model and inference mode (whole / slide) come from the config saved with the
-checkpoint, so results equal those of --mode=evaluate.
+Normalisation, test scale and inference mode (whole / slide / TTA) come from the config saved
+with the checkpoint, and the computation is evaluate.Predictor's, so a prediction equals the
+one --mode=evaluate scores and --mode=predict writes.
 """
 from typing import Optional, Union
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from segjax import checkpoint as ckpt_lib
 from segjax import data as data_lib
 from segjax import models, parallel
-from segjax.evaluate import abstract_variables, make_logits_fn
+from segjax.evaluate import Predictor, abstract_variables
+from segjax.models.layers import resize_bilinear
 
 
 class Segmenter:
@@ -28,20 +29,8 @@ class Segmenter:
     self.class_names = data_lib.class_names(config.data)
     self.model = models.build_model(config)
     self.variables = variables
-    self._mean = jnp.asarray(config.data.mean, jnp.float32)
-    self._std = jnp.asarray(config.data.std, jnp.float32)
-    full = make_logits_fn(self.model, config.eval, config.data.num_classes)
-
-    def normalise(images):
-      return (images.astype(jnp.float32) - self._mean) / self._std
-
-    def raw(variables, images):
-      return self.model.apply(variables, normalise(images), train=False)[0].astype(jnp.float32)
-
-    self._full = jax.jit(lambda v, x: full(v, normalise(x)))
-    self._raw = jax.jit(raw)
-    self._labels = jax.jit(
-        lambda v, x: jnp.argmax(full(v, normalise(x)), axis=-1).astype(jnp.uint8))
+    self.predictor = Predictor(self.model, config, parallel.make_mesh(jax.local_devices()[:1]))
+    self._resize = jax.jit(resize_bilinear, static_argnums=1)
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: Union[str, int] = "latest",
@@ -57,15 +46,19 @@ class Segmenter:
     return cls(config, variables, step)
 
   def logits(self, images: np.ndarray, resize_to_input: bool = True) -> np.ndarray:
-    """Float32 logits of uint8 NHWC images: at the input size (config.eval.mode inference) or,
-    with resize_to_input=False, the model's raw output (1/4 resolution for SegFormer)."""
+    """Float32 logits of uint8 NHWC images of one size, resized to that size; with
+    resize_to_input=False, at the test size the model sees (evaluate.Predictor)."""
     images = _check(images)
-    fn = self._full if resize_to_input else self._raw
-    return np.asarray(fn(self.variables, images))
+    logits = self.predictor.logits(self.variables, self.predictor.prepare(images))
+    if resize_to_input:
+      logits = self._resize(logits, images.shape[1:3])
+    return np.asarray(logits)
 
   def predict(self, images: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 class ids of uint8 NHWC images."""
-    return np.asarray(self._labels(self.variables, _check(images)))
+    """(N, H, W) uint8 class ids of uint8 NHWC images of one size."""
+    images = _check(images)
+    logits = self.predictor.logits(self.variables, self.predictor.prepare(images))
+    return np.asarray(self.predictor.labels(logits, images.shape[1:3]))
 
 
 def _check(images) -> np.ndarray:

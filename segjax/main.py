@@ -5,7 +5,8 @@
   --mode=predict   label/colour/overlay PNGs for config.predict.input -> config.predict.output
 
 Any config field can be overridden: --config.train.batch_size=16. Without --config, evaluate
-and predict use the config saved with the checkpoint in DIR. Bad input ends with one line
+and predict use the config saved in DIR, overrides included (--workdir=DIR --mode=predict
+--config.predict.input=photos/ works). Bad input ends with one line
 `error: ...` (exit status 2) instead of a traceback (--debug shows the traceback too). On
 several hosts, a process that fails posts its error line to the others, which stop with it.
 """
@@ -152,8 +153,26 @@ def _unknown_override(argv):
   return None
 
 
+SAVED_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "saved.py")
+
+
+def _saved_config_for_overrides(argv):
+  """--workdir=DIR with --config.* overrides but no --config: the overrides apply to the config
+  saved in DIR (configs/saved.py:DIR), the one evaluate/predict would use without them."""
+  if any(a.startswith("--config=") or a == "--config" for a in argv):
+    return argv
+  if not any(a.startswith("--config.") for a in argv):
+    return argv
+  workdir = next((a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")), None)
+  if workdir is None or not os.path.isfile(SAVED_CONFIG):
+    return argv  # absl then names the override it cannot place
+  return argv[:1] + [f"--config={SAVED_CONFIG}:{os.path.expanduser(workdir)}"] + argv[1:]
+
+
 def parse_flags(argv):
   """absl flag parsing where every mistake is one `error:` line and exit status 2."""
+  argv = _saved_config_for_overrides(argv)
   try:
     return FLAGS(argv)
   except flags.Error as e:

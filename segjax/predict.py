@@ -6,6 +6,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+import tqdm
 from absl import logging
 from PIL import Image
 
@@ -55,10 +56,14 @@ def predict_folder(config, workdir: str) -> Sequence[str]:
   os.makedirs(dst, exist_ok=True)
   seg = Segmenter.from_workdir(workdir, config.predict.checkpoint, config)
   palette = data_lib.palette(config.data)
-  for f in files:
+  bar = tqdm.tqdm(files, desc=f"predicting {len(files)} images", unit="image",
+                  dynamic_ncols=True)
+  for f in bar:
     image = base.read_image(os.path.join(src, f))
     labels = seg.predict(image[None])[0]
     write_prediction(dst, os.path.splitext(f)[0], image, labels, palette, config.predict.alpha)
-  logging.info("wrote predictions of %d images to %s (checkpoint step %d)", len(files), dst,
-               seg.step)
+  # The model compiles once per test size (images resized to eval.scale keeping their aspect
+  # ratio), not once per image size; only the cheap resize-back program is per image size.
+  logging.info("wrote predictions of %d images to %s (checkpoint step %d; compiled: %s)",
+               len(files), dst, seg.step, ", ".join(seg.predictor.compilations))
   return files

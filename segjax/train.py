@@ -155,7 +155,8 @@ class StopSignals:
 # Fields that shape the training trajectory: resuming with another value is a different run.
 # Paths that may move and evaluation-only or speed-only fields are free to change.
 TRAJECTORY_FIELDS = ("seed", "data", "model", "optim", "train.batch_size")
-FREE_FIELDS = ("data.root", "data.eval_split", "data.eval_size", "data.num_parallel_calls",
+FREE_FIELDS = ("data.root", "data.tfds_dir", "data.eval_split", "data.eval_size",
+               "data.num_parallel_calls",
                "data.synthetic_eval_size")
 
 
@@ -281,10 +282,12 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
     logging.info("eval step %d: mIoU %.4f  mAcc %.4f  aAcc %.4f  (%d images, %.1fs)", step,
                  results["mIoU"], results["mAcc"], results["aAcc"], results["num_images"],
                  results["seconds"])
-    writer.write_scalars(step, {f"eval/{k}": results[k] for k in ("mIoU", "mAcc", "aAcc")})
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
+                                if isinstance(v, float) and k != "seconds"})
     if is_main:
       eval_lib.write_results(workdir_path / "eval_results.json", step, results,
                              eval_source.class_names)
+      eval_lib.log_results(step, results, eval_source.class_names)
       history.add(step, {k: results[k] for k in ("mIoU", "mAcc", "aAcc")})
       if kept:
         panels = [predict.panel(img, lab, pred, palette) for img, lab, pred in kept]

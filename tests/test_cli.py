@@ -95,8 +95,21 @@ def test_every_config_loads_and_builds(name):
   assert "python -m segjax.main" in doc, f"configs/{name}.py docstring lacks its command"
   model = models.build_model(config)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
-  for h, w in (config.data.crop_size, config.data.eval_size):  # e.g. 512x1024 and 1024x2048
+  test_size = config.eval.scale or config.data.base_size
+  for h, w in (config.data.crop_size, test_size):  # e.g. 512x1024 and 1024x2048
     out = jax.eval_shape(lambda v, x: model.apply(v, x)[0], variables,
                          jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
     assert out.shape[-1] == config.data.num_classes
     assert out.shape[1] >= h // 8 and out.shape[2] >= w // 8
+
+
+def test_overrides_without_config_apply_to_the_saved_config(tmp_path):
+  """--workdir=DIR --config.x=y (no --config) reads DIR's saved config with the override:
+  predict then names the overridden (empty) input folder."""
+  (tmp_path / "config.json").write_text(load_config("test").to_json())
+  (tmp_path / "photos").mkdir()
+  proc = run_main(f"--workdir={tmp_path}", "--mode=predict",
+                  f"--config.predict.input={tmp_path / 'photos'}",
+                  f"--config.predict.output={tmp_path / 'out'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert error_lines(proc) == [f"error: {tmp_path / 'photos'}: no .jpg/.jpeg/.png/.bmp images"]

@@ -123,7 +123,7 @@ def test_converted_checkpoint_evaluates_like_mmseg(tmp_path, fcn_checkpoint):
   out = subprocess.run(
       [sys.executable, "-m", "segjax.main", f"--config=configs/saved.py:{tmp_path / 'ckpt'}",
        f"--workdir={tmp_path / 'ckpt'}", "--mode=evaluate",
-       f"--config.data.root={tmp_path / 'city'}", "--config.data.eval_size=(40,56)",
+       f"--config.data.root={tmp_path / 'city'}", "--config.eval.scale=(40,56)",
        "--config.eval.batch_size=8"], capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
   ours = json.load(open(tmp_path / "ckpt" / "eval_step0.json"))["metrics"]

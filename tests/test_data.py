@@ -161,30 +161,6 @@ def test_epochs_are_permutations():
   assert [i for e, i in seen if e == 0] != [i for e, i in seen if e == 1]
 
 
-@pytest.mark.parametrize("batch,hosts", [(4, 1), (5, 1), (8, 2), (3, 3), (16, 1)])
-def test_eval_counts_every_image_once(test_config, batch, hosts):
-  test_config.data.synthetic_eval_size = 11
-  source = data_lib.build_source(test_config.data, "val")
-  seen = []
-  counts = set()
-  for h in range(hosts):
-    batches = list(pipeline.eval_batches(source, test_config.data, global_batch=batch,
-                                         process_index=h, process_count=hosts))
-    counts.add(len(batches))
-    for b in batches:
-      seen += b["index"][b["valid"]].tolist()
-      assert (b["label"][~b["valid"]] == 255).all()
-  assert len(counts) == 1  # every host runs the same number of batches
-  assert sorted(seen) == list(range(11))
-
-
-def test_eval_image_larger_than_canvas_is_named(test_config):
-  test_config.data.eval_size = (32, 32)
-  source = data_lib.build_source(test_config.data, "val")
-  with pytest.raises(DataError, match=r"larger than data.eval_size=\(32, 32\)"):
-    list(pipeline.eval_batches(source, test_config.data, global_batch=4))
-
-
 def test_synthetic_is_deterministic_and_varied():
   a = data_lib.Synthetic("train", 4, (32, 32), seed=0)
   b = data_lib.Synthetic("train", 4, (32, 32), seed=0)

@@ -156,6 +156,38 @@ def test_run_leaves_its_artifacts(trained):
   assert [h["step"] for h in history] == [3, 6]
 
 
+def test_tools_read_a_run(trained, tmp_path):
+  """confusion_matrix, plot_curves and browse_data on the run's own files, checked by values."""
+  from segjax.tools import browse_data, confusion_matrix, plot_curves
+  config, workdir, _ = trained
+  cm, names, step = confusion_matrix.load(workdir)
+  saved = json.load(open(os.path.join(workdir, "eval_results.json")))["metrics"]
+  assert step == 6 and names[1] == "disc" and cm.sum() == saved["num_pixels"]
+  np.testing.assert_allclose(np.diag(confusion_matrix.normalise(cm)),
+                             [saved["Acc"][n] or 0.0 for n in names])
+  confusion_matrix.plot(cm, names, str(tmp_path / "cm.png"), "t")
+  assert Image.open(tmp_path / "cm.png").size[0] > 100
+
+  curves = plot_curves.read_scalars(workdir)
+  assert [s for s, _ in curves["train/loss"]] == [2, 4, 6]  # train.log_every = 2
+  assert all(np.isfinite(v) and v > 0 for _, v in curves["train/loss"] + curves["train/lr"])
+  assert plot_curves.read_eval(workdir) == [
+      (json.loads(l)["step"], json.loads(l)["mIoU"])
+      for l in open(os.path.join(workdir, "eval_history.jsonl"))]
+  plot_curves.plot({"a": {**curves, "eval/mIoU": plot_curves.read_eval(workdir)}},
+                   str(tmp_path / "curves.png"))
+  assert (tmp_path / "curves.png").exists()
+
+  images, masks = browse_data.samples(config, 3, step=1)
+  batch = next(pipeline.train_batches(data_lib.build_source(config.data, "train"), config.data,
+                                      seed=config.seed, global_batch=3, start_step=1))
+  np.testing.assert_array_equal(masks, batch["label"])  # exactly the trainer's batch
+  restored = (images.astype(np.float32) - np.array(config.data.mean)) / np.array(config.data.std)
+  np.testing.assert_allclose(restored, batch["image"], atol=0.6 / 57)  # uint8 rounding
+  panel = browse_data.grid(images, masks, data_lib.palette(config.data))
+  assert panel.shape == (3 * images.shape[1], 3 * images.shape[2], 3)
+
+
 def test_kill_and_resume_continues_the_same_trajectory(trained, tmp_path, monkeypatch):
   config, ref_dir, _ = trained
   real = pipeline.train_batches
@@ -280,7 +312,7 @@ def test_segmenter_and_predict_mode(trained, tmp_path):
   images = np.stack([source.load(i)[0] for i in range(3)])
   logits = seg.logits(images)
   assert logits.shape == images.shape[:3] + (5,)
-  assert seg.logits(images, resize_to_input=False).shape == (3, 12, 12, 5)
+  assert seg.logits(images, resize_to_input=False).shape == (3, 48, 48, 5)  # the test size
   np.testing.assert_array_equal(seg.predict(images), logits.argmax(-1))
   with pytest.raises(ValueError, match="uint8 images"):
     seg.predict(images.astype(np.float32))
@@ -297,6 +329,8 @@ def test_segmenter_and_predict_mode(trained, tmp_path):
       path = tmp_path / "out" / f"photo{i}_{kind}.png"
       assert path.exists(), path
     label = np.asarray(Image.open(tmp_path / "out" / f"photo{i}_label.png"))
+    photo = np.asarray(Image.open(tmp_path / "in" / f"photo{i}.jpg"))
+    np.testing.assert_array_equal(label, seg.predict(photo[None])[0])  # predict == Segmenter
     assert label.shape == (40, 45) and label.max() < 5
 
 

@@ -4,17 +4,18 @@ Sources do I/O and label mapping only; augmentation lives in transforms.py and b
 pipeline.py. `load` runs inside tf.data (via tf.numpy_function), so it must be thread-safe,
 and it raises DataError naming the file for anything wrong with it.
 """
+import dataclasses
 import glob
 import io
 import os
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from segjax.errors import DataError
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # the label value that no loss or metric counts; defined only here
 
 
 class Source:
@@ -33,6 +34,23 @@ class Source:
     """A short stable identifier of example `index` (file stem), used for outputs."""
     return f"{index:06d}"
 
+  def size(self, index: int) -> Tuple[int, int]:
+    """(height, width) of example `index`. Evaluation plans its shape buckets from these
+    before reading any pixel, so sources override this with something cheaper than load."""
+    return tuple(self.load(index)[0].shape[:2])
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """A registered dataset: `open(data_cfg, split) -> Source` reads it from its files;
+  class_names/palette are known without reading anything (None: from data.class_names /
+  the default palette, for datasets such as `folder` whose classes the config names).
+  `splits` are the splits it offers: those `segjax.tools.prepare_data` writes by default."""
+  open: Callable[..., "Source"]
+  class_names: Optional[Sequence[str]] = None
+  palette: Optional[np.ndarray] = None
+  splits: Sequence[str] = ("train", "val")
+
 
 def _open(path: str, what: str) -> Image.Image:
   """Decoded PIL image; DataError naming the file if it is missing or corrupt."""
@@ -50,6 +68,17 @@ def _open(path: str, what: str) -> Image.Image:
 def read_image(path: str) -> np.ndarray:
   """RGB uint8 (H, W, 3)."""
   return np.asarray(_open(path, "image").convert("RGB"), dtype=np.uint8)
+
+
+def image_size(path: str) -> Tuple[int, int]:
+  """(height, width) from the file header, without decoding the pixels."""
+  try:
+    with Image.open(path) as img:
+      return img.height, img.width
+  except FileNotFoundError:
+    raise DataError(f"{path}: image file not found") from None
+  except Exception as e:  # noqa: BLE001
+    raise DataError(f"{path}: cannot read the image header ({type(e).__name__}: {e})") from None
 
 
 def read_mask(path: str) -> np.ndarray:

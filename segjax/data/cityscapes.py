@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from segjax.data import base
+from segjax.data.registry import DATASETS
 from segjax.errors import DataError
 
 CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
@@ -69,6 +70,9 @@ class Cityscapes(base.Source):
   def name(self, index):
     return os.path.basename(self.images[index]).replace("_leftImg8bit.png", "")
 
+  def size(self, index):
+    return base.image_size(self.images[index])
+
   def load(self, index):
     image = base.read_image(self.images[index])
     label_ids = base.read_mask(self.masks[index])
@@ -78,3 +82,8 @@ class Cityscapes(base.Source):
     mask = self._lut[label_ids]
     base.check_pair(image, mask, len(CLASS_NAMES), self.images[index], self.masks[index])
     return image, mask
+
+
+DATASETS.register("cityscapes", base.DatasetSpec(
+    open=lambda data_cfg, split: Cityscapes(data_cfg.root, split),
+    class_names=CLASS_NAMES, palette=PALETTE))

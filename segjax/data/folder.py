@@ -8,6 +8,7 @@ Class names come from the config (data.class_names).
 import os
 
 from segjax.data import base
+from segjax.data.registry import DATASETS
 from segjax.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -47,8 +48,15 @@ class Folder(base.Source):
   def name(self, index):
     return os.path.splitext(os.path.basename(self.images[index]))[0]
 
+  def size(self, index):
+    return base.image_size(self.images[index])
+
   def load(self, index):
     image = base.read_image(self.images[index])
     mask = base.read_mask(self.masks[index])
     base.check_pair(image, mask, len(self.class_names), self.images[index], self.masks[index])
     return image, mask
+
+
+DATASETS.register("folder", base.DatasetSpec(
+    open=lambda data_cfg, split: Folder(data_cfg.root, split, data_cfg.class_names)))

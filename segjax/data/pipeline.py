@@ -7,13 +7,15 @@ slice of every global batch. Augmentation seeds are keyed by (seed, epoch, examp
 So a run resumed at step s sees exactly the batches an uninterrupted run would have seen,
 and the global batch does not depend on the number of hosts.
 
-Evaluation gives host h the examples h, h+H, h+2H, ... and pads every host to the same number
-of batches; padding examples have an all-255 mask and valid=False, so they count nowhere.
+Evaluation follows a plan (`plan_eval`) that groups the split by image size, so images keep
+their own size (mmseg's per-image test protocol) while batches stay uniform; every host
+walks the same plan, taking its slice of each global batch. Padding examples fill the last
+batch of a group with an all-255 mask and valid=False, so they count nowhere.
 """
+import dataclasses
 import functools
-import math
 import threading
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -119,47 +121,77 @@ def train_batches(source: Source, data_cfg, *, seed: int, global_batch: int, sta
   return iterate(ds, loader)
 
 
-def num_eval_batches(n: int, batch_per_host: int, process_count: int) -> int:
-  return math.ceil(math.ceil(n / process_count) / batch_per_host)
+@dataclasses.dataclass(frozen=True)
+class EvalBatch:
+  """One global eval batch of the plan: images of one original size, predicted at one size.
+
+  indices holds `global_batch` example indices, -1 for padding examples (all-ignore labels,
+  valid=False) that fill the last batch of a size group.
+  """
+  input_size: Tuple[int, int]  # (h, w) the model sees: the original resized to the test scale
+  label_size: Tuple[int, int]  # (h, w) of the original image and mask, where scoring happens
+  indices: Tuple[int, ...]
 
 
-def eval_batches(source: Source, data_cfg, *, global_batch: int, process_index: int = 0,
+def plan_eval(source: Source, scale: Sequence[int], global_batch: int) -> List[EvalBatch]:
+  """Groups a split by (test size, original size) and cuts each group into global batches.
+
+  Sizes come from Source.size (file headers), so every host computes the same plan without
+  reading pixels and runs the same sequence of compiled programs. Groups are ordered by size
+  and images by index, so the plan is a pure function of the split.
+  """
+  groups: Dict[Tuple, List[int]] = {}
+  for i in range(len(source)):
+    hw = tuple(int(x) for x in source.size(i))
+    groups.setdefault((transforms.keep_ratio_size(hw, scale), hw), []).append(i)
+  plan = []
+  for (input_size, label_size), indices in sorted(groups.items()):
+    for k in range(0, len(indices), global_batch):
+      chunk = indices[k:k + global_batch]
+      plan.append(EvalBatch(input_size, label_size,
+                            tuple(chunk) + (-1,) * (global_batch - len(chunk))))
+  return plan
+
+
+def eval_batches(source: Source, plan: Sequence[EvalBatch], *, process_index: int = 0,
                  process_count: int = 1) -> Iterator[Dict[str, np.ndarray]]:
-  """This host's eval batches {"image", "label", "valid", "index"}, padded to data.eval_size."""
+  """This host's share of every batch of `plan`: {"image", "label", "valid", "index"}.
+
+  Host h takes the h-th contiguous slice of each global batch. Images are float32 in 0..255
+  at the batch's input size (resized with transforms.resize_image; normalisation happens on
+  the device, as for Segmenter); labels are the original masks, never resized.
+  """
+  global_batch = len(plan[0].indices) if plan else process_count
   if global_batch % process_count:
     raise ValueError(f"eval batch {global_batch} is not divisible by {process_count} hosts")
   local = global_batch // process_count
-  n = len(source)
-  indices = list(range(process_index, n, process_count))
-  total = num_eval_batches(n, local, process_count) * local
-  indices += [-1] * (total - len(indices))
-  size = list(data_cfg.eval_size)
+  rows = [(i,) + b.input_size + b.label_size for b in plan
+          for i in b.indices[process_index * local:(process_index + 1) * local]]
 
-  def fits_canvas(index, image, mask):
+  def fits_plan(index, image, mask):
     del mask
-    if image.shape[0] > size[0] or image.shape[1] > size[1]:
-      raise DataError(f"example {source.name(index)} is {image.shape[1]}x{image.shape[0]} "
-                      f"(WxH), larger than data.eval_size={tuple(size)} (H, W); raise it")
+    expected = tuple(source.size(index))
+    if tuple(image.shape[:2]) != expected:
+      raise DataError(f"example {source.name(index)}: decoded as {image.shape[1]}x"
+                      f"{image.shape[0]} (WxH) but its header says {expected[1]}x{expected[0]}")
 
-  loader = _Loader(source, check=fits_canvas)
+  loader = _Loader(source, check=fits_plan)
 
-  def example(index):
-    valid = index >= 0
+  def example(row):
+    index, input_size, label_size = row[0], row[1:3], row[3:5]
 
     def real():
       image, mask = loader.tf_load(index)
-      image = transforms.normalize(tf.cast(image, tf.float32), data_cfg.mean, data_cfg.std)
-      return transforms.pad_to(image, mask, size)
+      return transforms.resize_image(image, tf.cast(input_size, tf.int32)), mask
 
     def pad():
-      return (tf.zeros(size + [3], tf.float32),
-              tf.fill(size, tf.constant(IGNORE_INDEX, tf.uint8)))
+      return (tf.zeros(tf.concat([input_size, [3]], 0), tf.float32),
+              tf.fill(label_size, tf.constant(IGNORE_INDEX, tf.uint8)))
 
-    image, mask = tf.cond(valid, real, pad)
-    return {"image": tf.ensure_shape(image, size + [3]), "label": tf.ensure_shape(mask, size),
-            "valid": valid, "index": index}
+    image, mask = tf.cond(index >= 0, real, pad)
+    return {"image": image, "label": mask, "valid": index >= 0, "index": index}
 
-  ds = tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int64))
-  ds = ds.map(example, num_parallel_calls=data_cfg.num_parallel_calls or tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(rows, tf.int64, shape=[len(rows), 5]))
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local, drop_remainder=True).prefetch(2).with_options(_options())
   return iterate(ds, loader)

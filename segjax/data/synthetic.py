@@ -8,6 +8,7 @@ colours) and noise keep the background from being trivially separable.
 import numpy as np
 
 from segjax.data import base
+from segjax.data.registry import DATASETS
 
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring")
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)],
@@ -23,12 +24,15 @@ class Synthetic(base.Source):
     if split not in _SPLIT_IDS:
       raise ValueError(f"synthetic split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
     self.split_id = _SPLIT_IDS[split]
-    self.size = int(size)
+    self.length = int(size)
     self.image_size = tuple(int(s) for s in image_size)
     self.seed = int(seed)
 
   def __len__(self):
-    return self.size
+    return self.length
+
+  def size(self, index):
+    return self.image_size
 
   def load(self, index):
     return render(np.random.default_rng([self.seed, self.split_id, int(index)]),
@@ -95,3 +99,12 @@ def render(rng: np.random.Generator, image_size):
     mask[inside] = kind
   image += rng.normal(0, 6.0, image.shape)
   return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def _open(data_cfg, split):
+  size = data_cfg.synthetic_train_size if split == "train" else data_cfg.synthetic_eval_size
+  return Synthetic(split, size, data_cfg.synthetic_image_size, data_cfg.synthetic_seed)
+
+
+DATASETS.register("synthetic", base.DatasetSpec(open=_open, class_names=CLASS_NAMES,
+                                                palette=PALETTE))

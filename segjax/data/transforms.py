@@ -12,7 +12,8 @@ from typing import Sequence, Tuple
 
 import tensorflow as tf
 
-IGNORE_INDEX = 255
+from segjax.data.base import IGNORE_INDEX
+
 CROP_TRIES = 10  # mmseg RandomCrop: up to 10 re-draws to satisfy cat_max_ratio
 
 
@@ -34,6 +35,28 @@ def random_resize(image, mask, seed, scale: Sequence[int], ratio_range: Tuple[fl
   factor = tf.minimum(long_target / tf.reduce_max(hw), short_target / tf.reduce_min(hw))
   size = tf.cast(tf.floor(hw * factor + 0.5), tf.int32)
   return resize(image, mask, size)
+
+
+def keep_ratio_size(hw: Sequence[int], scale: Sequence[int]) -> Tuple[int, int]:
+  """The (h, w) that mmseg's Resize(scale, keep_ratio=True) gives an image of size `hw`: the
+  largest size with its aspect ratio that fits the box `scale` (long side within the long
+  side, short within the short), rounded like mmcv's rescale_size. Empty `scale`: unchanged."""
+  h, w = int(hw[0]), int(hw[1])
+  if not scale:
+    return h, w
+  factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+  return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def resize_image(image, size: Sequence[int]):
+  """uint8 or float image(s) (..., H, W, 3) -> float32 at `size` (h, w), bilinear (half-pixel
+  centres, no antialiasing: OpenCV's INTER_LINEAR, which mmseg's test Resize uses, up to its
+  fixed-point rounding). Unchanged (only cast) when already that size. The same op runs in
+  the eval pipeline (graph) and for Segmenter/predict (eager): their inputs are identical."""
+  image = tf.cast(image, tf.float32)
+  if isinstance(size, (tuple, list)) and tuple(image.shape[-3:-1]) == tuple(size):
+    return image  # eager shortcut; in a graph, resizing to the same size is the identity
+  return tf.image.resize(image, size, method="bilinear")
 
 
 def resize(image, mask, size):
