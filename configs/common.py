@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "synthetic"  # synthetic | cityscapes | folder
+  c.data.name = "synthetic"  # a segjax.data.DATASETS name (see the dataset recipes below)
   c.data.root = ""
   c.data.num_classes = 5
   c.data.class_names = ()  # folder datasets only
@@ -160,14 +160,104 @@ def cityscapes_config(crop_size) -> ml_collections.ConfigDict:
   return c
 
 
-def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
-                   ) -> ml_collections.ConfigDict:
-  """mmseg's CNN recipe on Cityscapes (e.g. pspnet_r50-d8_4xb2-80k_cityscapes-512x1024):
-  random resize of 2048x1024 by 0.5-2, 512x1024 crops (cat_max_ratio 0.75), flip,
-  photometric distortion, global batch 8; SGD lr 0.01, momentum 0.9, coupled weight decay
-  5e-4 on every parameter (BN included), poly 0.9 to 1e-4 without warmup; whole-image test
-  at 1024x2048 (mmseg's test mode for these configs)."""
-  c = cityscapes_config(crop_size=(512, 1024))
+# mmseg's other `_base_/datasets/*.py` recipes. Every one keeps base_config()'s augmentation:
+# random resize of data.base_size by 0.5-2, crops that re-draw while one class covers more
+# than 75% (cat_max_ratio 0.75), flip 0.5, photometric distortion, ImageNet mean/std; test
+# images are resized into data.base_size keeping their aspect (eval.scale = ()). mmseg writes
+# scales (w, h), segjax boxes (h, w): mmseg's (2048, 512) is base_size (512, 2048).
+# train.batch_size is the global batch of the recipes' names (4 GPUs x 4 = "4xb4": 16; 4 x 2
+# for Mapillary); their schedules stay with the experiment files.
+
+
+def _dataset_config(name: str, root: str, num_classes: int, base_size, crop_size,
+                    batch_size: int = 16) -> ml_collections.ConfigDict:
+  c = base_config()
+  c.data.name = name
+  c.data.root = root
+  c.data.num_classes = num_classes
+  c.data.base_size = tuple(base_size)
+  c.data.ratio_range = (0.5, 2.0)
+  c.data.crop_size = tuple(crop_size)
+  c.data.cat_max_ratio = 0.75
+  c.train.batch_size = batch_size
+  c.eval.crop_size = tuple(crop_size)  # slide inference, where a model's recipe asks for it
+  c.eval.stride = tuple(s * 2 // 3 for s in crop_size)
+  return c
+
+
+def ade20k_config() -> ml_collections.ConfigDict:
+  """mmseg ade20k.py: ADE20K, 150 classes (reduce_zero_label), scale (2048, 512), 512x512
+  crops. data.root: the unzipped ADEChallengeData2016/ (segjax/data/ade20k.py)."""
+  return _dataset_config("ade20k", "data/ade/ADEChallengeData2016", 150, (512, 2048),
+                         (512, 512))
+
+
+def voc_aug_config() -> ml_collections.ConfigDict:
+  """mmseg pascal_voc12_aug.py: VOC 2012 + SBD (10,582 training images), 21 classes, scale
+  (2048, 512), 512x512 crops (padded with 255 when smaller), val = VOC 2012 val. data.root
+  holds VOCdevkit/ and benchmark_RELEASE/ (segjax/data/voc_aug.py)."""
+  return _dataset_config("voc_aug", "data/voc_aug", 21, (512, 2048), (512, 512))
+
+
+def pascal_context_config(num_classes: int = 59) -> ml_collections.ConfigDict:
+  """mmseg pascal_context_59.py (59 classes, background ignored) or pascal_context.py (60,
+  background a class): scale (520, 520), 480x480 crops, slide windows 480 stride 320. data.root
+  holds VOCdevkit/VOC2010/ and trainval/ (segjax/data/pascal_context.py)."""
+  if num_classes not in (59, 60):
+    raise ValueError(f"PASCAL-Context has 59 or 60 classes, not {num_classes}")
+  return _dataset_config(f"pascal_context_{num_classes}", "data/pascal_context", num_classes,
+                         (520, 520), (480, 480))
+
+
+def coco_stuff164k_config() -> ml_collections.ConfigDict:
+  """mmseg coco-stuff164k.py: COCO-Stuff 164k, 171 classes, scale (2048, 512), 512x512 crops.
+  data.root holds images/ and annotations/ (segjax/data/coco_stuff.py)."""
+  return _dataset_config("coco_stuff164k", "data/coco_stuff164k", 171, (512, 2048), (512, 512))
+
+
+MAPILLARY_VERSIONS = {"v1.2": ("mapillary_v1_2", 65), "v2.0": ("mapillary_v2", 124)}
+
+
+def mapillary_config(version: str = "v2.0", crop_size=(1024, 1024)) -> ml_collections.ConfigDict:
+  """mmseg mapillary_v1_65.py ("v1.2": 65 classes, "Unlabeled" ignored) or mapillary_v2.py
+  ("v2.0": 124 classes): scale (2048, 1024), global batch 8. mmseg's base crop is 512x1024;
+  the 1024x1024 default here is the usual choice for Mapillary's large images (mmseg's one
+  Mapillary model config pads to 1280x1280). data.root holds training/ and validation/
+  (segjax/data/mapillary.py)."""
+  if version not in MAPILLARY_VERSIONS:
+    raise ValueError(f"Mapillary version must be one of {sorted(MAPILLARY_VERSIONS)}, "
+                     f"got {version!r}")
+  name, num_classes = MAPILLARY_VERSIONS[version]
+  c = _dataset_config(name, "data/mapillary", num_classes, (1024, 2048), crop_size,
+                      batch_size=8)
+  c.eval.stride = tuple(s * 3 // 4 for s in crop_size)  # 1024 -> 768, as SegFormer's slide
+  return c
+
+
+def segformer_ade20k(variant: str) -> ml_collections.ConfigDict:
+  """The SegFormer paper recipe on ADE20K (mmseg segformer_mit-*_8xb2-160k_ade20k-512x512):
+  512x512 crops (640x640 for B5, as the paper), batch 16, 160k steps, AdamW 6e-5 with the
+  head at lr x10, warmup 1500 then poly 1.0, whole-image test at scale (2048, 512). Head and
+  weight-decay groups as `segformer_cityscapes` (the paper's/HF's)."""
+  crop = (640, 640) if variant == "b5" else (512, 512)
+  c = ade20k_config()
+  if variant == "b5":
+    c.data.base_size = (640, 2048)  # mmseg segformer_mit-b5_8xb2-160k_ade20k-640x640
+  c.data.crop_size = crop
+  c.model.backbone.name = f"mit_{variant}"
+  c.model.decode_head.channels = SEGFORMER_DECODER_CHANNELS[variant]
+  c.train.batch_size = 16
+  c.train.num_steps = 160_000
+  c.eval.batch_size = 8
+  c.eval.mode = "whole"
+  return c
+
+
+def cnn_recipe(c: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
+               num_steps: int) -> ml_collections.ConfigDict:
+  """mmseg's CNN schedule on the dataset config `c` (its crops and batch): SGD lr 0.01,
+  momentum 0.9, coupled weight decay 5e-4 on every parameter (BN included), poly 0.9 to 1e-4
+  without warmup, whole-image test; evaluation and checkpoints every tenth of the run."""
   c.model = model
   c.optim.name = "sgd"
   c.optim.lr = 0.01
@@ -179,13 +269,23 @@ def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
   c.optim.warmup_steps = 0
   c.optim.poly_power = 0.9
   c.optim.end_lr = 1e-4
-  c.train.batch_size = 8
   c.train.num_steps = num_steps
-  c.train.eval_every = 8_000
-  c.train.checkpoint_every = 8_000
+  c.train.eval_every = num_steps // 10
+  c.train.checkpoint_every = num_steps // 10
   c.eval.batch_size = 8
   c.eval.mode = "whole"
   return c
+
+
+def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
+                   ) -> ml_collections.ConfigDict:
+  """mmseg's CNN recipe on Cityscapes (e.g. pspnet_r50-d8_4xb2-80k_cityscapes-512x1024):
+  random resize of 2048x1024 by 0.5-2, 512x1024 crops (cat_max_ratio 0.75), flip,
+  photometric distortion, global batch 8, `cnn_recipe`'s SGD schedule; whole-image test at
+  1024x2048 (mmseg's test mode for these configs)."""
+  c = cityscapes_config(crop_size=(512, 1024))
+  c.train.batch_size = 8
+  return cnn_recipe(c, model, num_steps)
 
 
 SEGFORMER_DECODER_CHANNELS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}

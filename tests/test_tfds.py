@@ -302,3 +302,28 @@ def test_prepare_data_cli_reports_what_it_wrote(tmp_path):
   assert "KiB in" in lines[1] and lines[1].endswith(" s")
   assert lines[-1] == (f"read it with: --config.data.name=cityscapes "
                        f"--config.data.tfds_dir={tmp_path / 'tfds'}")
+
+
+@pytest.mark.parametrize("name", sorted(__import__("tests.dataset_fixtures",
+                                                   fromlist=["WRITERS"]).WRITERS))
+def test_every_dataset_prepares_from_its_official_layout(name, tmp_path):
+  """Each registered public dataset, written in its official layout, prepares into a copy
+  that reads back exactly the file reader's examples, with the expected class ids."""
+  from tests.dataset_fixtures import WRITERS
+  expected = WRITERS[name](tmp_path / "raw")
+  cfg = load_config("test")
+  cfg.data.name = name
+  cfg.data.root = str(tmp_path / "raw")
+  cfg.data.num_classes = len(data_lib.class_names(cfg.data))
+  splits = sorted(s for s in expected if s.isidentifier())  # not "gtCoarse/train", "a+b"
+  tfds_lib.prepare(name, str(tmp_path / "raw"), str(tmp_path / "tfds"), splits=splits,
+                   data_cfg=cfg.data, progress=False)
+  copy = cfg.copy_and_resolve_references()
+  copy.data.tfds_dir = str(tmp_path / "tfds")
+  assert_same_examples(cfg, copy, splits=splits)
+  for split in splits:
+    source = data_lib.build_source(copy.data, split)
+    got = {source.name(i): source.load(i)[1] for i in range(len(source))}
+    assert list(got) == list(expected[split])
+    for key, mask in expected[split].items():
+      np.testing.assert_array_equal(got[key], mask)

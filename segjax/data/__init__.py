@@ -9,7 +9,8 @@ TFDS itself ships with masks (see segjax/data/tfds.py).
 """
 from segjax.data.base import IGNORE_INDEX, DatasetSpec, Source, default_palette  # noqa: F401
 from segjax.data.registry import DATASETS
-from segjax.data import cityscapes, folder, synthetic  # noqa: F401  (register themselves)
+from segjax.data import (  # noqa: F401  (register themselves)
+    ade20k, cityscapes, coco_stuff, folder, mapillary, pascal_context, synthetic, voc_aug)
 from segjax.data.cityscapes import Cityscapes  # noqa: F401
 from segjax.data.folder import Folder  # noqa: F401
 from segjax.data.synthetic import Synthetic  # noqa: F401

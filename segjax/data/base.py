@@ -121,3 +121,60 @@ def default_palette(num_classes: int) -> np.ndarray:
 
 def sorted_files(root: str, suffix: str) -> List[str]:
   return sorted(glob.glob(os.path.join(root, "**", f"*{suffix}"), recursive=True))
+
+
+class PairedFiles(Source):
+  """Images and label maps paired one to one by list position (most datasets' layout).
+
+  `lut` maps raw label values to class ids, 255 = ignore (None: the values are the class
+  ids). Subclasses list the files (e.g. with `pair_by_stem`), set class_names and palette,
+  and override `read_label` for label files that are not label PNGs (.mat).
+  """
+
+  def __init__(self, images: Sequence[str], masks: Sequence[str],
+               lut: Optional[np.ndarray] = None):
+    self.images, self.masks, self._lut = list(images), list(masks), lut
+
+  def __len__(self):
+    return len(self.images)
+
+  def name(self, index):
+    return os.path.splitext(os.path.basename(self.images[index]))[0]
+
+  def size(self, index):
+    return image_size(self.images[index])
+
+  def read_label(self, path: str) -> np.ndarray:
+    """The raw label map in `path` (before `lut`)."""
+    return read_mask(path)
+
+  def load(self, index):
+    image = read_image(self.images[index])
+    mask = self.read_label(self.masks[index])
+    if self._lut is not None:
+      mask = self._lut[mask]
+    check_pair(image, mask, len(self.class_names), self.images[index], self.masks[index])
+    return image, mask
+
+
+def pair_by_stem(dataset: str, image_dir: str, mask_dir: str, layout: str,
+                 image_suffix: str = ".jpg", mask_suffix: str = ".png",
+                 what: str = "label map") -> Tuple[List[str], List[str]]:
+  """(images, masks): every `*image_suffix` in image_dir (sorted) with the file of the same
+  stem in mask_dir. A missing directory, an empty one or a missing label map is a DataError
+  naming the path and the expected `layout`."""
+  for d in (image_dir, mask_dir):
+    if not os.path.isdir(d):
+      raise DataError(f"{dataset} not found: {d} does not exist. Expected {layout}; point to it "
+                      "with --config.data.root=...")
+  stems = sorted(f[:-len(image_suffix)] for f in os.listdir(image_dir)
+                 if f.endswith(image_suffix))
+  if not stems:
+    raise DataError(f"{dataset}: no *{image_suffix} in {image_dir}; expected {layout}")
+  present = set(os.listdir(mask_dir))
+  for stem in stems:
+    if stem + mask_suffix not in present:
+      raise DataError(f"{dataset}: {os.path.join(mask_dir, stem + mask_suffix)} missing (the "
+                      f"{what} of {os.path.join(image_dir, stem + image_suffix)})")
+  return ([os.path.join(image_dir, s + image_suffix) for s in stems],
+          [os.path.join(mask_dir, s + mask_suffix) for s in stems])

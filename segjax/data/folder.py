@@ -14,7 +14,7 @@ from segjax.errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class Folder(base.Source):
+class Folder(base.PairedFiles):
 
   def __init__(self, root: str, split: str, class_names):
     if not class_names:
@@ -27,7 +27,7 @@ class Folder(base.Source):
       if not os.path.isdir(d):
         raise DataError(f"folder dataset: {d} does not exist. Expected {root}/images/{split}/ and "
                         f"{root}/masks/{split}/ paired by file stem; set --config.data.root=...")
-    self.images, self.masks = [], []
+    images, masks = [], []
     for dirpath, _, files in sorted(os.walk(image_dir)):
       for f in sorted(files):
         if os.path.splitext(f)[1].lower() not in IMAGE_SUFFIXES:
@@ -37,25 +37,11 @@ class Folder(base.Source):
         if not os.path.isfile(mask):
           image = os.path.join(dirpath, f)
           raise DataError(f"folder dataset: {mask} missing (the mask of {image})")
-        self.images.append(os.path.join(dirpath, f))
-        self.masks.append(mask)
-    if not self.images:
+        images.append(os.path.join(dirpath, f))
+        masks.append(mask)
+    if not images:
       raise DataError(f"folder dataset: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
-
-  def __len__(self):
-    return len(self.images)
-
-  def name(self, index):
-    return os.path.splitext(os.path.basename(self.images[index]))[0]
-
-  def size(self, index):
-    return base.image_size(self.images[index])
-
-  def load(self, index):
-    image = base.read_image(self.images[index])
-    mask = base.read_mask(self.masks[index])
-    base.check_pair(image, mask, len(self.class_names), self.images[index], self.masks[index])
-    return image, mask
+    super().__init__(images, masks)
 
 
 DATASETS.register("folder", base.DatasetSpec(

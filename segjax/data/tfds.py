@@ -239,6 +239,11 @@ def prepare(name: str, manual_dir: str, data_dir: str, splits: Optional[Sequence
   start = time.perf_counter()
   spec = DATASETS.get(name)
   splits = tuple(splits or spec.splits)
+  for split in splits:
+    if not split.replace("_", "").isalnum():
+      raise ConfigError(f"split {split!r} cannot be prepared: a copy holds plain splits (letters, "
+                        "digits, _); prepare the parts of a combination such as "
+                        "train+train_extra and read it back by the same name")
   target = builder_class(name)(data_dir=data_dir)
   exists = _is_prepared(target)
   if exists and not overwrite:

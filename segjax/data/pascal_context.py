@@ -1,0 +1,159 @@
+"""PASCAL-Context (Mottaghi et al. 2014): VOC 2010 images with whole-scene labels, in mmseg's
+60-class (59 + background) and 59-class forms.
+
+Two downloads, unpacked side by side in data.root:
+  VOCtrainval_03-May-2010.tar (http://host.robots.ox.ac.uk/pascal/VOC/voc2010/):
+    {root}/VOCdevkit/VOC2010/JPEGImages/<id>.jpg
+    {root}/VOCdevkit/VOC2010/ImageSets/Main/{train,val}.txt     4,998 / 5,105 ids
+  trainval.tar.gz, the official PASCAL-Context release
+  (https://cs.stanford.edu/~roozbeh/pascal-context/):
+    {root}/trainval/<id>.mat   MATLAB file, variable LabelMap: uint16 (H, W), 0 = unlabelled,
+                               1..459 = the classes of the release's labels.txt
+  ({root}/VOCdevkit/VOC2010/trainval/, where many guides unpack it, is read too.)
+
+Why these files and not mmseg's: mmseg's tools/dataset_converters/pascal_context.py renders
+labels from the PASCAL in Detail re-encoding (trainval_merged.json, read with the Detail API:
+GitHub-only, with a compiled mask extension; PyPI's `detail` is an unrelated package). Its
+masks hold the 459-class ids of the 59 most frequent classes and 0 elsewhere (the converter
+asserts nothing else occurs), and its `_mapping`, copied below as MAPPING, sends them to
+1..59 and 0 = background. The release's LabelMap holds the same ids for all 459 classes: each
+of the 59 maps through MAPPING, every other value (0 and the 400 rarer classes, which the
+Detail file leaves out) is background. The Detail file's train/val phases (4,998 / 5,105) are
+VOC 2010's Main train/val lists, read here.
+
+data.name picks the form, with mmseg 1.2.2's classes and palette:
+  pascal_context_60  PascalContextDataset: background is class 0, trained and scored.
+  pascal_context_59  PascalContextDataset59 (reduce_zero_label): background becomes 255
+                     (ignored) and class k becomes k - 1.
+"""
+import os
+from typing import List
+
+import numpy as np
+
+from segjax.data import base
+from segjax.data.registry import DATASETS
+from segjax.errors import ConfigError, DataError
+
+CLASS_NAMES_60 = (
+    "background", "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat",
+    "book", "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
+    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass",
+    "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate",
+    "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky",
+    "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water",
+    "window", "wood")
+
+PALETTE_60 = np.array([
+    (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80),
+    (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7),
+    (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4),
+    (255, 51, 7), (204, 70, 3), (0, 102, 200), (61, 230, 250), (255, 6, 51), (11, 102, 255),
+    (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220), (255, 9, 92), (112, 9, 255),
+    (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71), (255, 41, 10), (7, 255, 255),
+    (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8), (0, 255, 20),
+    (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20), (0, 163, 255),
+    (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0), (255, 224, 0),
+    (153, 255, 0), (0, 0, 255), (255, 71, 0), (0, 235, 255), (0, 173, 255), (31, 0, 255)], np.uint8)
+
+CLASS_NAMES_59 = CLASS_NAMES_60[1:]
+PALETTE_59 = PALETTE_60[1:]
+
+# The 459-class ids of the 60 classes (0 = background), sorted: class k is MAPPING[k].
+# mmseg tools/dataset_converters/pascal_context.py `_mapping`.
+MAPPING = np.sort(np.array([
+    0, 2, 259, 260, 415, 324, 9, 258, 144, 18, 19, 22, 23, 397, 25, 284, 158, 159, 416, 33, 162,
+    420, 454, 295, 296, 427, 44, 45, 46, 308, 59, 440, 445, 31, 232, 65, 354, 424, 68, 326, 72,
+    458, 34, 207, 80, 355, 85, 347, 220, 349, 360, 98, 187, 104, 105, 366, 189, 368, 113, 115]))
+MAX_LABEL_ID = 459
+
+VOC_DIR = os.path.join("VOCdevkit", "VOC2010")
+SPLITS = ("train", "val")
+
+LAYOUT = ("{root}/VOCdevkit/VOC2010/{{JPEGImages,ImageSets/Main}} "
+          "(VOCtrainval_03-May-2010.tar) and {root}/trainval/<id>.mat (PASCAL-Context "
+          "trainval.tar.gz)")
+
+
+def label_lut(num_classes: int) -> np.ndarray:
+  """459-class id (0..459) -> class: MAPPING's ids -> 0..59, the rest -> 0 (background); for
+  59 classes then mmseg's reduce_zero_label (0 -> 255, k -> k - 1)."""
+  lut = np.zeros(MAX_LABEL_ID + 1, np.uint8)
+  lut[MAPPING] = np.arange(len(MAPPING))
+  if num_classes == 59:
+    lut = np.where(lut == 0, base.IGNORE_INDEX, lut - 1).astype(np.uint8)
+  return lut
+
+
+def read_label_map(path: str) -> np.ndarray:
+  """LabelMap of a PASCAL-Context trainval/*.mat: (H, W) ids 0..459."""
+  import scipy.io  # here, not at the top: importing it costs ~0.4 s and most runs never do
+
+  try:
+    data = scipy.io.loadmat(path, variable_names=["LabelMap"])
+  except FileNotFoundError:
+    raise DataError(f"{path}: PASCAL-Context annotation file not found") from None
+  except Exception as e:  # noqa: BLE001  (scipy raises several types for damaged files)
+    raise DataError(f"{path}: cannot read PASCAL-Context annotation "
+                    f"({type(e).__name__}: {e})") from None
+  if "LabelMap" not in data:
+    raise DataError(f"{path}: no LabelMap; is this a PASCAL-Context trainval/*.mat?")
+  labels = np.asarray(data["LabelMap"])
+  if labels.ndim != 2 or labels.size == 0:
+    raise DataError(f"{path}: LabelMap must be a 2-D map, got shape {labels.shape}")
+  if labels.min() < 0 or labels.max() > MAX_LABEL_ID:
+    raise DataError(f"{path}: LabelMap values {labels.min()}..{labels.max()} outside "
+                    f"0..{MAX_LABEL_ID} (the release's 459 classes)")
+  return labels.astype(np.int64)
+
+
+def read_ids(path: str, layout: str) -> List[str]:
+  """The image ids of a VOC split list, one per line."""
+  try:
+    with open(path) as f:
+      return [line.split()[0] for line in f if line.strip()]
+  except FileNotFoundError:
+    raise DataError(f"PASCAL-Context: {path} not found. Expected {layout}; point to it with "
+                    "--config.data.root=...") from None
+
+
+class PascalContext(base.PairedFiles):
+  """PASCAL-Context with 60 (background included) or 59 classes."""
+
+  def __init__(self, root: str, split: str, num_classes: int):
+    if split not in SPLITS:
+      raise ConfigError(f"pascal_context_{num_classes} has no split {split!r}; its splits: "
+                        f"{', '.join(SPLITS)}")
+    self.class_names, self.palette = {60: (CLASS_NAMES_60, PALETTE_60),
+                                       59: (CLASS_NAMES_59, PALETTE_59)}[num_classes]
+    layout = LAYOUT.format(root=root)
+    voc = os.path.join(root, VOC_DIR)
+    image_dir = os.path.join(voc, "JPEGImages")
+    mat_dir = os.path.join(root, "trainval")
+    if not os.path.isdir(mat_dir) and os.path.isdir(os.path.join(voc, "trainval")):
+      mat_dir = os.path.join(voc, "trainval")
+    for d in (image_dir, mat_dir):
+      if not os.path.isdir(d):
+        raise DataError(f"PASCAL-Context not found: {d} does not exist. Expected {layout}; "
+                        "point to it with --config.data.root=...")
+    ids = read_ids(os.path.join(voc, "ImageSets", "Main", split + ".txt"), layout)
+    images = [os.path.join(image_dir, i + ".jpg") for i in ids]
+    masks = [os.path.join(mat_dir, i + ".mat") for i in ids]
+    present_images, mats = set(os.listdir(image_dir)), set(os.listdir(mat_dir))
+    for i, image, mask in zip(ids, images, masks):
+      if i + ".jpg" not in present_images:
+        raise DataError(f"PASCAL-Context: {image} missing; expected {layout}")
+      if i + ".mat" not in mats:
+        raise DataError(f"PASCAL-Context: {mask} missing (the labels of {image})")
+    super().__init__(images, masks, label_lut(num_classes))
+
+  def read_label(self, path):
+    return read_label_map(path)
+
+
+DATASETS.register("pascal_context_60", base.DatasetSpec(
+    open=lambda data_cfg, split: PascalContext(data_cfg.root, split, 60),
+    class_names=CLASS_NAMES_60, palette=PALETTE_60))
+DATASETS.register("pascal_context_59", base.DatasetSpec(
+    open=lambda data_cfg, split: PascalContext(data_cfg.root, split, 59),
+    class_names=CLASS_NAMES_59, palette=PALETTE_59))
