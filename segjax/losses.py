@@ -1,37 +1,475 @@
-"""Pixel-wise losses. Logits are resized to the label resolution first (mmseg semantics)."""
-from typing import Sequence
+"""Segmentation losses, looked up by name in `LOSSES` (a head's `loss` config; mmseg's
+`loss_decode`).
+
+Every entry is `fn(logits, labels, **options) -> float32 scalar`. logits: (B, h, w, C) NHWC
+at any resolution (1/4, 1/8 of the labels), resized bilinearly to the labels first, as mmseg's
+`decode_head.loss_by_feat` does; labels: (B, H, W) class ids, IGNORE_INDEX (255) = no
+supervision. Every reduction is a sum over the whole global batch divided by a global count,
+never a mean of per-device means, so a loss does not depend on the device count. Each function
+equals the mmseg 1.2.2 class its docstring names (tests/test_losses.py compares them); where
+mmseg 1.2.2 itself crashes, the docstring says which semantics segjax chose instead.
+
+A head config's `loss` is a sequence of `{"name": ..., "weight": ..., **options}`:
+`loss_spec` validates one entry when the model is built and turns it into the hashable
+`LossSpec` the model carries (`EncoderDecoder.output_losses`), and `segmentation_loss` sums a
+model's outputs' losses into the training loss.
+"""
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from segjax.data.base import IGNORE_INDEX
+from segjax.errors import ConfigError
 from segjax.models.layers import resize_bilinear
+from segjax.registry import Registry
 
-IGNORE_INDEX = 255
+LOSSES = Registry("loss")
+
+# One loss of one model output: (name, weight, sorted (option, value) pairs). Hashable, so a
+# flax module can carry it as a field and a jitted step can close over it.
+LossSpec = Tuple[str, float, Tuple[Tuple[str, Any], ...]]
+# What an output without a `loss` config gets (and every output of a model without
+# `output_losses`): segjax's cross-entropy, weight 1.
+DEFAULT_LOSSES: Tuple[LossSpec, ...] = (("cross_entropy", 1.0, ()),)
+
+# Cityscapes class-balanced weights (train ids 0..18), from mmseg 1.2.2's
+# configs/pidnet/pidnet-s_2xb6-120k_1024x1024-cityscapes.py (and the DDRNet Cityscapes configs),
+# which borrow them from https://github.com/openseg-group/OCNet.pytorch/issues/14.
+CITYSCAPES_CLASS_WEIGHT = (
+    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023, 0.9539,
+    0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507)
+NAMED_CLASS_WEIGHTS = {"cityscapes": CITYSCAPES_CLASS_WEIGHT}
+
+# mmseg's weight_reduce_loss divides by (avg_factor + eps) so an all-ignored batch gives 0.
+_EPS = float(jnp.finfo(jnp.float32).eps)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = IGNORE_INDEX
-                  ) -> jax.Array:
-  """Mean softmax cross-entropy over the pixels whose label is not `ignore_index`.
+def _register(name: str):
+  return lambda fn: LOSSES.register(name, fn)
 
-  logits: (B, h, w, C) at any resolution; labels: (B, H, W) integer class ids.
-  The mean is over the whole (global) batch, so it is the same on 1 or 8 devices.
-  """
+
+def _prepare(logits: jax.Array, labels: jax.Array):
+  """Logits at the labels' size in float32, int32 labels and the mask of supervised pixels."""
   logits = resize_bilinear(logits, labels.shape[1:3]).astype(jnp.float32)
   labels = labels.astype(jnp.int32)
-  valid = labels != ignore_index
+  return logits, labels, labels != IGNORE_INDEX
+
+
+def _class_weight(class_weight, num_classes: int) -> Optional[jax.Array]:
+  """A (C,) float32 array from a tuple or a name in NAMED_CLASS_WEIGHTS; None stays None."""
+  if class_weight is None:
+    return None
+  if isinstance(class_weight, str):
+    if class_weight not in NAMED_CLASS_WEIGHTS:
+      raise ValueError(f"class_weight {class_weight!r} is not a known name "
+                       f"({', '.join(sorted(NAMED_CLASS_WEIGHTS))}) nor a tuple of floats")
+    class_weight = NAMED_CLASS_WEIGHTS[class_weight]
+  if len(class_weight) != num_classes:
+    raise ValueError(f"class_weight has {len(class_weight)} entries for {num_classes} classes")
+  return jnp.asarray(class_weight, jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# Cross-entropy and its hard-pixel-mining variant
+# ------------------------------------------------------------------------------------------
+
+def _pixel_cross_entropy(logits, labels, valid, weight, label_smoothing: float):
+  """torch's F.cross_entropy(reduction="none") per pixel (0 at ignored pixels)."""
   safe = jnp.where(valid, labels, 0)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
-  return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+  if weight is not None:
+    loss = loss * weight[safe]
+  if label_smoothing:
+    log_p = jax.nn.log_softmax(logits)
+    smooth = -jnp.sum(log_p if weight is None else log_p * weight, axis=-1)
+    loss = (1.0 - label_smoothing) * loss + (label_smoothing / logits.shape[-1]) * smooth
+  return loss * valid
 
 
-def segmentation_loss(logits, aux_logits: Sequence[jax.Array], labels,
-                      aux_weights: Sequence[float]):
-  """Main loss plus weighted auxiliary losses; returns (total, {name: value})."""
-  main = cross_entropy(logits, labels)
-  parts = {"loss_main": main}
-  total = main
-  for i, (aux, w) in enumerate(zip(aux_logits, aux_weights, strict=True)):
-    parts[f"loss_aux{i}"] = cross_entropy(aux, labels)
-    total = total + w * parts[f"loss_aux{i}"]
+def _cross_entropy_mean(pixel_losses, labels, valid, weight, avg_non_ignore: bool):
+  """mmseg's `cross_entropy` reduction: the sum over the batch / its avg_factor.
+
+  Without class weights avg_factor is the number of pixels (avg_non_ignore=False) or of
+  non-ignored ones (True). With class weights mmseg 1.2.2 divides by the sum of the labelled
+  pixels' class weights (torch's weighted mean), but builds it by indexing class_weight with
+  every label, 255 included, so it raises IndexError whenever a pixel is ignored, with either
+  avg_non_ignore (open-mmlab/mmsegmentation#3734). segjax uses the fix users apply: ignored
+  pixels weigh 0, so both settings give sum(w[y] * loss) / sum(w[y]) over labelled pixels,
+  which is mmseg's value wherever mmseg runs.
+  """
+  total = jnp.sum(pixel_losses)
+  if weight is not None:
+    return total / (jnp.sum(weight[jnp.where(valid, labels, 0)] * valid) + _EPS)
+  if avg_non_ignore:
+    return total / jnp.maximum(jnp.sum(valid), 1)
+  return total / labels.size
+
+
+@_register("cross_entropy")
+def cross_entropy(logits: jax.Array, labels: jax.Array, class_weight=None,
+                  label_smoothing: float = 0.0, avg_non_ignore: bool = True) -> jax.Array:
+  """Softmax cross-entropy: mmseg's CrossEntropyLoss (use_sigmoid=False).
+
+  class_weight: a tuple of C floats, or "cityscapes" (CITYSCAPES_CLASS_WEIGHT). label_smoothing:
+  as torch.nn.functional.cross_entropy's (mmseg 1.2.2 has none); eps spread over the C classes,
+  each weighted by its class weight. avg_non_ignore: True averages over non-ignored pixels
+  (segjax's default, what every segjax run so far trained with); mmseg's default is False,
+  averaging over all pixels, ignored ones included. See `_cross_entropy_mean` for class weights.
+  """
+  logits, labels, valid = _prepare(logits, labels)
+  weight = _class_weight(class_weight, logits.shape[-1])
+  pixel = _pixel_cross_entropy(logits, labels, valid, weight, label_smoothing)
+  return _cross_entropy_mean(pixel, labels, valid, weight, avg_non_ignore)
+
+
+def _ohem_kept(logits, labels, valid, pixel_losses, thresh: Optional[float], min_kept: int):
+  """mmseg's OHEMPixelSampler.sample: 1.0 for the pixels that keep their loss.
+
+  With `thresh`: the non-ignored pixels whose softmax probability of their label is below
+  max(thresh, the (min_kept * B)-th smallest such probability, or the largest when there are
+  fewer pixels), so at least about min_kept * B pixels are kept and more when many are hard.
+  Without: the min_kept * B non-ignored pixels of largest loss. Ranked over the global batch.
+  """
+  flat_valid = valid.reshape(-1)
+  n = flat_valid.size
+  batch_kept = min_kept * labels.shape[0]
+  if thresh is None:
+    score = jnp.where(flat_valid, pixel_losses.reshape(-1), -jnp.inf)
+    order = jnp.argsort(-score)  # descending loss; ignored pixels last
+    rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    kept = flat_valid & (rank < batch_kept)
+  else:
+    safe = jnp.where(valid, labels, 0)
+    prob = jnp.take_along_axis(jax.nn.softmax(logits), safe[..., None], axis=-1).reshape(-1)
+    ascending = jnp.sort(jnp.where(flat_valid, prob, jnp.inf))  # ignored pixels last
+    n_valid = jnp.sum(flat_valid)
+    index = jnp.clip(jnp.minimum(min(batch_kept, n - 1), n_valid - 1), 0, n - 1)
+    min_threshold = jnp.where(n_valid > 0, ascending[index], 0.0)
+    kept = flat_valid & (prob < jnp.maximum(min_threshold, thresh))
+  return kept.reshape(labels.shape).astype(jnp.float32)
+
+
+@_register("ohem_cross_entropy")
+def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: Optional[float] = 0.7,
+                       min_kept: int = 100000, class_weight=None, label_smoothing: float = 0.0,
+                       avg_non_ignore: bool = True) -> jax.Array:
+  """Cross-entropy on hard pixels only (online hard example mining, Shrivastava et al.,
+  "Training Region-based Object Detectors with Online Hard Example Mining", 2016, applied per
+  pixel): mmseg's `sampler=dict(type="OHEMPixelSampler", thresh, min_kept)` feeding its pixel
+  weights to CrossEntropyLoss.
+
+  The loss is not re-averaged over the kept pixels: as in mmseg, the kept pixels' losses are
+  summed and divided by the same avg_factor as `cross_entropy` (all or non-ignored pixels, or
+  their class weights), so the loss shrinks as fewer pixels are hard. thresh=None ranks by loss
+  instead of probability (mmseg's `thresh=None`). The selection receives no gradient. This is
+  not mmseg's PIDNet `OhemCrossEntropy` class (min_kept per batch, mean over kept pixels).
+  """
+  if min_kept <= 1:
+    raise ValueError(f"min_kept must be > 1 (mmseg's OHEMPixelSampler asserts it), got {min_kept}")
+  logits, labels, valid = _prepare(logits, labels)
+  weight = _class_weight(class_weight, logits.shape[-1])
+  pixel = _pixel_cross_entropy(logits, labels, valid, weight, label_smoothing)
+  kept = jax.lax.stop_gradient(_ohem_kept(jax.lax.stop_gradient(logits), labels, valid,
+                                          jax.lax.stop_gradient(pixel), thresh, min_kept))
+  return _cross_entropy_mean(pixel * kept, labels, valid, weight, avg_non_ignore)
+
+
+# ------------------------------------------------------------------------------------------
+# Region losses: focal, dice, Tversky, Lovasz
+# ------------------------------------------------------------------------------------------
+
+@_register("focal")
+def focal(logits: jax.Array, labels: jax.Array, gamma: float = 2.0, alpha=0.5,
+          class_weight=None) -> jax.Array:
+  """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", 2017): mmseg's
+  FocalLoss (use_sigmoid=True).
+
+  Each class is a binary problem on its own sigmoid: BCE * (alpha * t + (1 - alpha) * (1 - t)) *
+  |t - sigmoid|^gamma, summed with class_weight and divided by B * H * W * C (ignored pixels
+  count in the divisor with zero loss, as in mmseg). alpha: one float, or one per class (the
+  foreground weight of each class's binary problem, not a class weight).
+
+  mmseg 1.2.2's CPU path with class-id labels takes `one_hot[:, num_classes]` where it means
+  `[:, :num_classes]` and fails (open-mmlab/mmsegmentation#3249); this is what its
+  `py_sigmoid_focal_loss` and the CUDA path compute with the one-hot target it meant.
+  """
+  logits, labels, valid = _prepare(logits, labels)
+  num_classes = logits.shape[-1]
+  alpha = jnp.asarray(alpha, jnp.float32)
+  if alpha.ndim and alpha.shape != (num_classes,):
+    raise ValueError(f"alpha has {alpha.shape[0]} entries for {num_classes} classes")
+  target = jax.nn.one_hot(jnp.where(valid, labels, 0), num_classes, dtype=jnp.float32)
+  p = jax.nn.sigmoid(logits)
+  one_minus_pt = (1.0 - p) * target + p * (1.0 - target)
+  focal_weight = (alpha * target + (1.0 - alpha) * (1.0 - target)) * one_minus_pt ** gamma
+  loss = optax.sigmoid_binary_cross_entropy(logits, target) * focal_weight
+  weight = valid[..., None].astype(jnp.float32)
+  class_weight = _class_weight(class_weight, num_classes)
+  if class_weight is not None:
+    weight = weight * class_weight
+  return jnp.mean(loss * weight)
+
+
+@_register("dice")
+def dice(logits: jax.Array, labels: jax.Array, use_sigmoid: bool = True, activate: bool = True,
+         naive_dice: bool = False, eps: float = 1e-3) -> jax.Array:
+  """Dice loss (Milletari et al., "V-Net", 2016): mmseg 1.2.2's DiceLoss.
+
+  One dice coefficient per image over all its pixels and classes together, averaged over the
+  batch: V-Net's 1 - 2|P.T| / (|P|^2 + eps + |T|^2 + eps), or with naive_dice
+  1 - (2|P.T| + eps) / (|P| + |T| + eps). P is sigmoid(logits) (use_sigmoid, mmseg's default),
+  softmax (use_sigmoid=False), or the raw logits (activate=False). As in mmseg, an ignored
+  pixel has an all-zero target but its prediction still counts in |P| (mmseg's one-hot drops
+  255, not the pixel); mmseg's `ignore_index` option only drops a class channel of that index,
+  which class 255 never is. (The 0.x `smooth` and `exponent` options are gone in 1.2.2.)
+  """
+  logits, labels, _ = _prepare(logits, labels)
+  num_classes = logits.shape[-1]
+  if not activate:
+    pred = logits
+  elif use_sigmoid:
+    pred = jax.nn.sigmoid(logits)
+  else:
+    pred = jax.nn.softmax(logits) if num_classes != 1 else logits
+  # Class C (ignored pixels, clamped like mmseg) one-hot-encodes to all zeros.
+  target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes), num_classes, dtype=jnp.float32)
+  a = jnp.sum(pred * target, axis=(1, 2, 3))
+  if naive_dice:
+    d = (2 * a + eps) / (jnp.sum(pred, axis=(1, 2, 3)) + jnp.sum(target, axis=(1, 2, 3)) + eps)
+  else:
+    d = 2 * a / ((jnp.sum(pred * pred, axis=(1, 2, 3)) + eps) +
+                 (jnp.sum(target * target, axis=(1, 2, 3)) + eps))
+  return jnp.mean(1.0 - d)
+
+
+@_register("tversky")
+def tversky(logits: jax.Array, labels: jax.Array, alpha: float = 0.3, beta: float = 0.7,
+            smooth: float = 1.0, class_weight=None) -> jax.Array:
+  """Tversky loss (Salehi et al., "Tversky loss function for image segmentation using 3D fully
+  convolutional deep networks", 2017): mmseg's TverskyLoss.
+
+  Per image and class, on softmax probabilities over non-ignored pixels:
+  1 - (TP + smooth) / (TP + alpha FP + beta FN + smooth); averaged over the batch, multiplied by
+  class_weight, summed over classes and divided by C. alpha weighs false positives, beta false
+  negatives; mmseg requires alpha + beta = 1.
+  """
+  if abs(alpha + beta - 1.0) > 1e-6:
+    raise ValueError(f"alpha + beta must be 1 (mmseg's TverskyLoss asserts it), got "
+                     f"{alpha} + {beta}")
+  logits, labels, valid = _prepare(logits, labels)
+  num_classes = logits.shape[-1]
+  pred = jax.nn.softmax(logits)
+  target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes - 1), num_classes, dtype=jnp.float32)
+  mask = valid[..., None].astype(jnp.float32)
+  tp = jnp.sum(pred * target * mask, axis=(1, 2))  # (B, C)
+  fp = jnp.sum(pred * (1.0 - target) * mask, axis=(1, 2))
+  fn = jnp.sum((1.0 - pred) * target * mask, axis=(1, 2))
+  per_class = jnp.mean(1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth), axis=0)
+  class_weight = _class_weight(class_weight, num_classes)
+  if class_weight is not None:
+    per_class = per_class * class_weight
+  return jnp.sum(per_class) / num_classes
+
+
+def _lovasz_softmax_flat(probs, labels, valid, classes, class_weight):
+  """mmseg's lovasz_softmax_flat on (P, C) probabilities with static shapes.
+
+  mmseg drops the ignored pixels; here they get error -1, so a descending sort puts them after
+  every real error (>= 0) and the sorted prefix is mmseg's; their terms are then zeroed.
+  """
+  num_classes = probs.shape[-1]
+  fg = ((labels[:, None] == jnp.arange(num_classes)) & valid[:, None]).astype(jnp.float32)
+  errors = jnp.where(valid[:, None], jnp.abs(fg - probs), -1.0).T  # (C, P)
+  order = jnp.argsort(-errors, axis=-1)  # descending; the order gets no gradient
+  errors_sorted = jnp.take_along_axis(errors, order, axis=-1)
+  fg_sorted = jnp.take_along_axis(fg.T, order, axis=-1)
+  valid_sorted = jnp.take_along_axis(jnp.broadcast_to(valid, errors.shape), order, axis=-1)
+  # lovasz_grad (Alg. 1 of the paper): the Jaccard loss increments along the sorted errors.
+  gts = jnp.sum(fg_sorted, axis=-1, keepdims=True)
+  intersection = gts - jnp.cumsum(fg_sorted, axis=-1)
+  union = gts + jnp.cumsum(1.0 - fg_sorted, axis=-1)
+  jaccard = 1.0 - intersection / union
+  grad = jnp.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
+  losses = jnp.sum(jnp.where(valid_sorted, errors_sorted, 0.0) * grad, axis=-1)  # (C,)
+  if class_weight is not None:
+    losses = losses * class_weight
+  if classes == "all":
+    return jnp.mean(losses)
+  if classes == "present":  # mmseg fails when no class is present; that is 0 here
+    present = (gts[:, 0] > 0).astype(jnp.float32)
+    return jnp.sum(losses * present) / jnp.maximum(jnp.sum(present), 1.0)
+  return jnp.mean(losses[jnp.asarray(classes)])
+
+
+@_register("lovasz")
+def lovasz(logits: jax.Array, labels: jax.Array, classes="present", per_image: bool = False,
+           class_weight=None) -> jax.Array:
+  """Lovasz-Softmax loss (Berman et al., "The Lovasz-Softmax loss: A tractable surrogate for
+  the optimization of the intersection-over-union measure in neural networks", 2018): mmseg's
+  LovaszLoss(loss_type="multi_class") on softmax probabilities.
+
+  classes: "present" (average over the classes labelled in the batch or image), "all", or a
+  tuple of class ids. per_image: one loss per image, averaged over the batch (mmseg's
+  reduction="mean"); otherwise one over the whole batch (mmseg's per_image=False, which
+  requires reduction="none"). An image without labelled pixels contributes 0.
+  """
+  if not (classes in ("present", "all") or
+          (isinstance(classes, (tuple, list)) and all(isinstance(c, int) for c in classes))):
+    raise ValueError(f"classes must be 'present', 'all' or a tuple of class ids, got {classes!r}")
+  classes = classes if isinstance(classes, str) else tuple(classes)
+  logits, labels, valid = _prepare(logits, labels)
+  num_classes = logits.shape[-1]
+  if not isinstance(classes, str) and not all(0 <= c < num_classes for c in classes):
+    raise ValueError(f"classes {classes} are not all class ids below {num_classes}")
+  class_weight = _class_weight(class_weight, num_classes)
+  probs = jax.nn.softmax(logits)
+  if per_image:
+    per = jax.vmap(lambda p, y, v: _lovasz_softmax_flat(
+        p.reshape(-1, num_classes), y.reshape(-1), v.reshape(-1), classes, class_weight))
+    return jnp.mean(per(probs, labels, valid))
+  return _lovasz_softmax_flat(probs.reshape(-1, num_classes), labels.reshape(-1),
+                              valid.reshape(-1), classes, class_weight)
+
+
+# ------------------------------------------------------------------------------------------
+# Boundary supervision (PIDNet)
+# ------------------------------------------------------------------------------------------
+
+def boundary_target(labels: jax.Array, edge_width: int = 3) -> jax.Array:
+  """(B, H, W) float32 boundary map of label maps: mmseg's GenerateEdge transform, batched.
+
+  A pixel is an edge where its label differs from its lower, right, lower-right or lower-left
+  neighbour's (marked on the pixel mmseg marks; pairs with an ignored pixel are no edge), then
+  dilated by an edge_width x edge_width square anchored at its centre (cv2.dilate's default).
+  """
+  seg = labels.astype(jnp.int32)
+  ignored = seg == IGNORE_INDEX
+
+  def differ(a, b, ia, ib):
+    return (a != b) & ~ia & ~ib
+
+  def pad(x, rows, cols):  # back to (B, H, W), on the side mmseg leaves unmarked
+    return jnp.pad(x, ((0, 0), rows, cols))
+
+  edge = pad(differ(seg[:, 1:], seg[:, :-1], ignored[:, 1:], ignored[:, :-1]),
+             (1, 0), (0, 0))  # "down": row i against row i - 1
+  edge |= pad(differ(seg[:, :, :-1], seg[:, :, 1:], ignored[:, :, :-1], ignored[:, :, 1:]),
+              (0, 0), (0, 1))  # "left": column j against column j + 1
+  edge |= pad(differ(seg[:, :-1, :-1], seg[:, 1:, 1:], ignored[:, :-1, :-1], ignored[:, 1:, 1:]),
+              (0, 1), (0, 1))  # "up_left": (i, j) against (i + 1, j + 1)
+  edge |= pad(differ(seg[:, :-1, 1:], seg[:, 1:, :-1], ignored[:, :-1, 1:], ignored[:, 1:, :-1]),
+              (0, 1), (1, 0))  # "up_right": (i, j) against (i + 1, j - 1)
+  before = edge_width // 2  # cv2's default anchor: the kernel's centre, rounded down
+  after = edge_width - 1 - before
+  return jax.lax.reduce_window(
+      edge.astype(jnp.float32), 0.0, jax.lax.max, (1, edge_width, edge_width), (1, 1, 1),
+      ((0, 0), (before, after), (before, after)))
+
+
+@_register("boundary")
+def boundary(logits: jax.Array, labels: jax.Array, edge_width: int = 3) -> jax.Array:
+  """Class-balanced binary cross-entropy on a 1-channel boundary logit map (Xu et al., "PIDNet:
+  A Real-time Semantic Segmentation Network Inspired by PID Controllers", 2023): mmseg's
+  BoundaryLoss, with its target derived here from the labels as mmseg's GenerateEdge transform
+  does (`boundary_target`; PIDNet's Cityscapes config uses edge_width=4).
+
+  Edge pixels weigh (#non-edge / #pixels), the others (#edge / #pixels), over the whole batch;
+  the mean is over all pixels. Ignored pixels are non-edge pixels, as in mmseg's edge map.
+  """
+  if logits.shape[-1] != 1:
+    raise ValueError(f"boundary supervises a 1-channel boundary logit map; this output has "
+                     f"{logits.shape[-1]} channels")
+  logits, labels, _ = _prepare(logits, labels)
+  target = boundary_target(labels, edge_width)
+  num_edge = jnp.sum(target)
+  num_other = target.size - num_edge
+  weight = jnp.where(target == 1, num_other, num_edge) / target.size
+  return jnp.mean(weight * optax.sigmoid_binary_cross_entropy(logits[..., 0], target))
+
+
+# ------------------------------------------------------------------------------------------
+# Per-head configuration and the training loss
+# ------------------------------------------------------------------------------------------
+
+def _hashable(value):
+  """Config values as they go into a LossSpec: lists (as command-line overrides give) become
+  tuples, so a spec can be a flax module field."""
+  if isinstance(value, (list, tuple)):
+    return tuple(_hashable(v) for v in value)
+  return value
+
+
+def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int) -> LossSpec:
+  """Validates one entry of a head's `loss` list and returns it as a LossSpec.
+
+  Called when the model is built, so a bad entry stops the run before anything is written:
+  an unknown name, an unknown option (Registry.build's signature binding) and a bad option
+  value are ConfigErrors naming `where` (e.g. "model.auxiliary_head[0].loss[1]"). Values are
+  checked by tracing the loss once on an abstract (1, 8, 8, num_classes) batch
+  (jax.eval_shape: nothing is computed), so each check lives once, in the loss itself.
+  """
+  if not hasattr(cfg, "keys"):
+    raise ConfigError(f"{where} must be a mapping like {{'name': 'dice', 'weight': 1.0}}, "
+                      f"got {cfg!r}")
+  cfg = dict(cfg)
+  if "name" not in cfg:
+    raise ConfigError(f"{where}.name is missing; known losses: {', '.join(LOSSES.names())}")
+  try:
+    LOSSES.get(cfg["name"])
+  except ConfigError as e:
+    raise ConfigError(f"{where}.name: {e}") from None
+  weight = cfg.pop("weight", 1.0)
+  if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+    raise ConfigError(f"{where}.weight must be a number, got {weight!r}")
+  options = {k: _hashable(v) for k, v in cfg.items() if k != "name"}
+  logits = jax.ShapeDtypeStruct((1, 8, 8, num_classes), jnp.float32)
+  labels = jax.ShapeDtypeStruct((1, 8, 8), jnp.int32)
+  try:
+    jax.eval_shape(lambda x, y: LOSSES.build(cfg, where, logits=x, labels=y), logits, labels)
+  except (ValueError, TypeError) as e:  # a bad option value, found while tracing
+    raise ConfigError(f"{where}: {cfg['name']}: {e}") from None
+  return cfg["name"], float(weight), tuple(sorted(options.items()))
+
+
+def _output_loss(logits, labels, specs: Sequence[LossSpec], key: str, parts: dict):
+  """Σ weight * loss over one output's specs; records parts[key] and, for several losses,
+  parts[key_<name>] (weighted; same-named entries summed, like mmseg's loss dict)."""
+  total = None
+  for name, weight, options in specs:
+    value = weight * LOSSES.get(name)(logits, labels, **dict(options))
+    if len(specs) > 1:
+      part = f"{key}_{name}"
+      parts[part] = parts[part] + value if part in parts else value
+    total = value if total is None else total + value
+  parts[key] = total
+  return total
+
+
+def segmentation_loss(logits: jax.Array, aux_logits: Sequence[jax.Array], labels: jax.Array,
+                      aux_weights: Sequence[float],
+                      output_losses: Sequence[Sequence[LossSpec]] = ()):
+  """The training loss of a model's outputs; returns (total, {name: value}).
+
+  output_losses: the model's `output_losses` (segjax.models.segmentor.EncoderDecoder), one
+  tuple of LossSpecs per output: the main logits, then each auxiliary output in the order of
+  `aux_weights`. Empty (a whole model that carries none) = `DEFAULT_LOSSES` on every output.
+  total = main + Σ_i aux_weights[i] * aux_i, where each output's value is Σ weight * loss over
+  its specs. Parts: "loss_main", "loss_aux{i}", plus "loss_main_<name>" /
+  "loss_aux{i}_<name>" for an output with several losses.
+  """
+  outputs = (logits, *aux_logits)
+  output_losses = tuple(output_losses) or (DEFAULT_LOSSES,) * len(outputs)
+  if len(output_losses) != len(outputs):
+    raise ValueError(f"{len(output_losses)} output_losses for {len(outputs)} model outputs")
+  weights = (1.0, *aux_weights)
+  if len(weights) != len(outputs):
+    raise ValueError(f"{len(aux_weights)} aux_weights for {len(aux_logits)} auxiliary outputs")
+  keys = ["loss_main"] + [f"loss_aux{i}" for i in range(len(aux_logits))]
+  parts = {}
+  total = None
+  for output, specs, weight, key in zip(outputs, output_losses, weights, keys):
+    value = _output_loss(output, labels, specs, key, parts)
+    total = value if total is None else total + weight * value
   return total, parts

@@ -6,6 +6,10 @@ do not split this way (U-Net, SegNet) register a whole module in MODELS instead.
 returns `(logits, aux_logits)` and carries `aux_loss_weights`, one per auxiliary output, so
 losses, training and evaluation never look inside.
 
+Each head config may carry `loss`, a sequence of `{"name", "weight", **options}` (mmseg's
+`loss_decode`; segjax.losses.LOSSES names them; absent = cross-entropy, weight 1). The model
+carries them as `output_losses`, one tuple per output in the order of (logits, *aux_logits).
+
 Submodule names follow mmseg's (`decode_head`, `decode_head_0`, `auxiliary_head_0`), so an
 mmseg checkpoint converts by renaming.
 """
@@ -14,6 +18,9 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+# segjax.losses imports segjax.models.layers, so this import can meet a half-initialised
+# module: use `losses.*` inside functions only.
+from segjax import losses
 from segjax.errors import ConfigError
 from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS
 
@@ -26,6 +33,9 @@ class EncoderDecoder(nn.Module):
   # Loss weight of each auxiliary output, in the order returned: earlier cascade stages,
   # the decode head's own extra outputs (DANet's), then the auxiliary heads.
   aux_loss_weights: Tuple[float, ...] = ()
+  # The losses of each output (main logits, then the auxiliary ones in the order above): a
+  # tuple of segjax.losses.LossSpec per output. () = cross-entropy on every output.
+  output_losses: Tuple[Tuple[Tuple[str, float, Tuple], ...], ...] = ()
 
   def __call__(self, images: jnp.ndarray, train: bool = False
                ) -> Tuple[jnp.ndarray, Tuple[jnp.ndarray, ...]]:
@@ -49,12 +59,27 @@ class EncoderDecoder(nn.Module):
     return logits, tuple(aux)
 
 
+def _head_losses(cfg, where: str, num_classes: int) -> Tuple[Tuple[str, float, Tuple], ...]:
+  """A head's `loss` list as LossSpecs, each validated now (ConfigErrors name `where.loss[i]`)."""
+  if cfg is None:
+    return losses.DEFAULT_LOSSES
+  if isinstance(cfg, str) or hasattr(cfg, "keys") or not isinstance(cfg, Sequence) or not cfg:
+    raise ConfigError(f"{where}.loss must be a non-empty sequence of mappings like "
+                      f"{{'name': 'cross_entropy', 'weight': 1.0}}, got {cfg!r}")
+  return tuple(losses.loss_spec(entry, f"{where}.loss[{i}]", num_classes)
+               for i, entry in enumerate(cfg))
+
+
 def _build_head(cfg, where: str, num_classes: int, dtype: Any):
-  """(head, its loss weight, the loss weights of its extra outputs)."""
+  """(head, its loss weight, its losses, the loss weights of its extra outputs).
+
+  The extra outputs (DANet's pam and cam) use the head's own losses, as mmseg's do."""
   cfg = dict(cfg)
   weight = float(cfg.pop("loss_weight", 1.0))
+  head_losses = _head_losses(cfg.pop("loss", None), where, num_classes)
   head = HEADS.build(cfg, where, num_classes=num_classes, dtype=dtype)
-  return head, weight, tuple(float(w) for w in getattr(head, "extra_loss_weights", ()))
+  return (head, weight, head_losses,
+          tuple(float(w) for w in getattr(head, "extra_loss_weights", ())))
 
 
 def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
@@ -62,41 +87,49 @@ def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
   """Builds each part from its config (a mapping with "name"); see configs/common.py.
 
   `decode_head` is one head config or a sequence of them (a cascade; each but the last
-  carries its `loss_weight`); every `auxiliary_head` entry carries its `loss_weight`.
+  carries its `loss_weight`); every `auxiliary_head` entry carries its `loss_weight`. Any head
+  may carry `loss` (see the module docstring).
   """
-  weights = []
+  weights, output_losses = [], []  # of the auxiliary outputs, in order
   if isinstance(decode_head, (list, tuple)):
     heads = []
     for i, cfg in enumerate(decode_head):
-      head, weight, extra = _build_head(cfg, f"model.decode_head[{i}]", num_classes, dtype)
+      head, weight, head_losses, extra = _build_head(cfg, f"model.decode_head[{i}]",
+                                                     num_classes, dtype)
       if i < len(decode_head) - 1:
         if extra:
           raise ConfigError(f"model.decode_head[{i}]: {cfg['name']} has several outputs; only "
                             "the last stage of a cascade may")
         weights.append(weight)
+        output_losses.append(head_losses)
       elif weight != 1.0:
         raise ConfigError(f"model.decode_head[{i}].loss_weight: the last stage's loss is the "
                           f"main loss (weight 1), got {weight}")
       heads.append(head)
-    decode, extra_weights = tuple(heads), extra
+    decode, main_losses, extra_weights = tuple(heads), head_losses, extra
   else:
-    decode, _, extra_weights = _build_head(decode_head, "model.decode_head", num_classes, dtype)
+    decode, _, main_losses, extra_weights = _build_head(decode_head, "model.decode_head",
+                                                        num_classes, dtype)
   weights.extend(extra_weights)
+  output_losses.extend([main_losses] * len(extra_weights))
   aux = []
   for i, cfg in enumerate(auxiliary_head):
     if "loss_weight" not in cfg:
       raise ConfigError(f"model.auxiliary_head[{i}].loss_weight is missing (mmseg uses 0.4)")
-    head, weight, extra = _build_head(cfg, f"model.auxiliary_head[{i}]", num_classes, dtype)
+    head, weight, head_losses, extra = _build_head(cfg, f"model.auxiliary_head[{i}]",
+                                                   num_classes, dtype)
     if extra:
       raise ConfigError(f"model.auxiliary_head[{i}]: {cfg['name']} has several outputs; use "
                         "it as the decode head")
     aux.append(head)
     weights.append(weight)
+    output_losses.append(head_losses)
   return EncoderDecoder(
       backbone=BACKBONES.build(backbone, "model.backbone", dtype=dtype),
       decode_head=decode,
       neck=NECKS.build(neck, "model.neck", dtype=dtype) if neck else None,
-      auxiliary_head=tuple(aux), aux_loss_weights=tuple(weights))
+      auxiliary_head=tuple(aux), aux_loss_weights=tuple(weights),
+      output_losses=(main_losses, *output_losses))
 
 
 MODELS.register("encoder_decoder", build_encoder_decoder)
