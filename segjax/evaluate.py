@@ -99,20 +99,34 @@ def _single_scale_fn(model, eval_cfg, num_classes: int) -> Callable:
     raise ConfigError(f"eval.stride {stride} must be positive and at most eval.crop_size {crop}")
 
   def slide(variables, images):
-    b, h, w, _ = images.shape
-    wh, ww = min(crop[0], h), min(crop[1], w)  # mmseg: a small image is one window
-    corners = slide_windows(h, w, crop, stride)
-    windows = jnp.stack([images[:, y:y + wh, x:x + ww] for y, x in corners], axis=1)
-    logits = whole(variables, windows.reshape((b * len(corners),) + windows.shape[2:]))
-    logits = logits.reshape((b, len(corners)) + logits.shape[1:])
-    total = jnp.zeros((b, h, w, num_classes), jnp.float32)
-    count = np.zeros((1, h, w, 1), np.float32)
-    for k, (y, x) in enumerate(corners):
-      total = total.at[:, y:y + wh, x:x + ww].add(logits[:, k])
-      count[:, y:y + wh, x:x + ww] += 1
-    return total / count
+    windows = cut_windows(images, crop, stride)
+    return paste_windows(whole(variables, windows), images.shape[:3], crop, stride)
 
   return slide
+
+
+def cut_windows(images: jax.Array, crop, stride) -> jax.Array:
+  """(B, h, w, 3) -> (B * K, wh, ww, 3): the K slide windows of every image, image-major."""
+  b, h, w, _ = images.shape
+  wh, ww = min(crop[0], h), min(crop[1], w)  # mmseg: a small image is one window
+  corners = slide_windows(h, w, crop, stride)
+  windows = jnp.stack([images[:, y:y + wh, x:x + ww] for y, x in corners], axis=1)
+  return windows.reshape((b * len(corners),) + windows.shape[2:])
+
+
+def paste_windows(logits: jax.Array, bhw, crop, stride) -> jax.Array:
+  """Window logits (>= B * K, wh, ww, C; extra rows ignored) -> (B, h, w, C), overlaps
+  averaged (mmseg's count_mat)."""
+  b, h, w = bhw
+  wh, ww = min(crop[0], h), min(crop[1], w)
+  corners = slide_windows(h, w, crop, stride)
+  logits = logits[:b * len(corners)].reshape((b, len(corners)) + logits.shape[1:])
+  total = jnp.zeros((b, h, w, logits.shape[-1]), jnp.float32)
+  count = np.zeros((1, h, w, 1), np.float32)
+  for k, (y, x) in enumerate(corners):
+    total = total.at[:, y:y + wh, x:x + ww].add(logits[:, k])
+    count[:, y:y + wh, x:x + ww] += 1
+  return total / count
 
 
 def test_scale(config) -> Tuple[int, ...]:
@@ -146,6 +160,33 @@ class Predictor:
                            in_shardings=(rep, shard), out_shardings=shard)
     self._labels = jax.jit(to_labels, static_argnums=1, in_shardings=(shard,),
                            out_shardings=shard)
+    # Sliding windows without test-time augmentation run as three programs, so that the
+    # model compiles once per window size (every image larger than the window) rather than
+    # once per image size: cut (per size), the model on fixed chunks of `eval.batch_size`
+    # windows, paste (per size). With TTA the fused program above is used.
+    eval_cfg = config.eval
+    self._split_slide = (eval_cfg.mode == "slide" and not eval_cfg.get("flip", False)
+                         and tuple(eval_cfg.get("scales", (1.0,))) == (1.0,))
+    if self._split_slide:
+      crop, stride = tuple(eval_cfg.crop_size), tuple(eval_cfg.stride)
+      chunk = int(eval_cfg.batch_size)
+      chunked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+
+      def cut(images):
+        windows = cut_windows((images - mean) / std, crop, stride)
+        n = -(-windows.shape[0] // chunk) * chunk
+        windows = jnp.pad(windows, ((0, n - windows.shape[0]),) + ((0, 0),) * 3)
+        return windows.reshape((n // chunk, chunk) + windows.shape[1:])
+
+      def forward(variables, windows):
+        logits, _ = model.apply(variables, windows, train=False)
+        return resize_bilinear(logits.astype(jnp.float32), windows.shape[1:3])
+
+      self._cut = jax.jit(cut, in_shardings=(shard,), out_shardings=chunked)
+      self._forward = jax.jit(forward, in_shardings=(rep, shard), out_shardings=shard)
+      self._paste = jax.jit(
+          lambda chunks, bhw: paste_windows(jnp.concatenate(chunks), bhw, crop, stride),
+          static_argnums=1, out_shardings=shard)
 
   def input_size(self, hw: Sequence[int]) -> Tuple[int, int]:
     """The size the model sees for an image of size hw."""
@@ -158,22 +199,29 @@ class Predictor:
 
   def logits(self, variables, images) -> jax.Array:
     """float32 0..255 images at the test size -> logits at that size."""
-    self._note("model", images.shape[1:3])
-    return self._logits(variables, images)
+    if not self._split_slide:
+      self.note("model", tuple(images.shape[1:3]))
+      return self._logits(variables, images)
+    windows = self._cut(images)
+    self.note("model", tuple(windows.shape[2:4]))
+    chunks = tuple(self._forward(variables, windows[i]) for i in range(windows.shape[0]))
+    return self._paste(chunks, tuple(images.shape[:3]))
 
   def labels(self, logits, size: Sequence[int]) -> jax.Array:
     """uint8 class ids at `size` (h, w), the original image size."""
-    self._note("labels", tuple(logits.shape[1:3]) + tuple(size))
+    self.note("labels", tuple(logits.shape[1:3]) + tuple(size))
     return self._labels(logits, tuple(int(x) for x in size))
 
-  def _note(self, kind, shape):
+  def note(self, kind: str, shape: Tuple[int, ...]) -> None:
+    """Records (and logs) the first use of a program for a shape: a compilation. kind:
+    "model" (shape: test size) or "labels"/"score" (test size + original size)."""
     if (kind, shape) not in self._seen:
       self._seen.add((kind, shape))
       what = "x".join(map(str, shape[:2]))
-      if kind == "labels":
+      if kind != "model":
         what += " -> " + "x".join(map(str, shape[2:]))
       self.compilations.append(f"{kind} {what}")
-      logging.info("compiling %s for %s", "inference" if kind == "model" else "scoring", what)
+      logging.info("compiling %s for %s", "inference" if kind == "model" else kind, what)
 
 
 def to_labels(logits: jax.Array, size: Tuple[int, int]) -> jax.Array:
@@ -211,6 +259,7 @@ class Evaluator:
 
     def step(variables, batch):
       logits = self.predictor.logits(variables, batch["image"])
+      self.predictor.note("score", tuple(logits.shape[1:3]) + tuple(batch["label"].shape[1:3]))
       return self._score(logits, batch["label"], batch["valid"])
 
     self._step = step

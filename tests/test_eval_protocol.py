@@ -79,18 +79,27 @@ def test_keep_ratio_size_is_mmcvs_rescale():
   assert transforms.keep_ratio_size((7, 9), ()) == (7, 9)
 
 
-def test_bucketed_multi_device_evaluation_equals_a_per_image_loop(folder_setup):
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_bucketed_multi_device_evaluation_equals_a_per_image_loop(folder_setup, mode):
   """8 devices, batches of 8 from 5 size groups (mostly padding examples) give exactly the
   confusion matrix (and Boundary IoU counts) of predicting each image alone at batch 1 on
-  one device with Segmenter."""
+  one device with Segmenter. In slide mode the model compiles once per window size."""
   config, model, variables = folder_setup
+  config.eval.mode, config.eval.crop_size, config.eval.stride = mode, (24, 24), (16, 16)
   source = data_lib.build_source(config.data, "val")
   mesh = parallel.make_mesh()
   assert mesh.size == 8
   evaluator = evaluate.Evaluator(model, config, mesh, source)
   results, _ = evaluator(jax.device_put(variables, parallel.replicated(mesh)))
-  assert len(evaluator.predictor.compilations) == len({transforms.keep_ratio_size(s, (40, 40))
-                                                       for s in SIZES})
+  compiled = evaluator.predictor.compilations
+  test_sizes = {transforms.keep_ratio_size(s, (40, 40)) for s in SIZES}
+  if mode == "whole":  # one model program per test size
+    assert sum(c.startswith("model") for c in compiled) == len(test_sizes)
+  else:  # one per window size: 24x24, and the images narrower than the window
+    windows = {(min(24, h), min(24, w)) for h, w in test_sizes}
+    assert sorted(c for c in compiled if c.startswith("model")) == sorted(
+        f"model {h}x{w}" for h, w in windows) and len(windows) < len(test_sizes)
+  assert sum(c.startswith("score") for c in compiled) == len(set(SIZES))
 
   seg = Segmenter(config, variables)
   expected = np.zeros((5, 5), np.int64)
