@@ -292,7 +292,9 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
       history.add(step, {k: results[k] for k in ("mIoU", "mAcc", "aAcc")})
       if kept:
         panels = [predict.panel(img, lab, pred, palette) for img, lab, pred in kept]
-        writer.write_images(step, {"eval/image_gt_pred": np.stack(panels)})
+        # One image per key: panels keep their images' own sizes (evaluation does not pad).
+        writer.write_images(step, {f"eval/image_gt_pred_{i}": p[None]
+                                   for i, p in enumerate(panels)})
         (workdir_path / "overlays").mkdir(exist_ok=True)
         for i, p in enumerate(panels):
           with (workdir_path / "overlays" / f"step{step}_{i}.png").open("wb") as f:

@@ -327,3 +327,17 @@ def test_every_dataset_prepares_from_its_official_layout(name, tmp_path):
     assert list(got) == list(expected[split])
     for key, mask in expected[split].items():
       np.testing.assert_array_equal(got[key], mask)
+  # Two hosts reading the copy take the two halves of the global batch.
+  train = data_lib.build_source(copy.data, "train")
+
+  def first_batch(**hosts):
+    it = pipeline.train_batches(train, copy.data, seed=0, global_batch=2, **hosts)
+    batch = next(it)
+    it.close()
+    return batch
+
+  whole = first_batch()
+  for h in (0, 1):
+    half = first_batch(process_index=h, process_count=2)
+    np.testing.assert_array_equal(half["label"], whole["label"][h:h + 1])
+    np.testing.assert_array_equal(half["image"], whole["image"][h:h + 1])
