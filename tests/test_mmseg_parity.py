@@ -57,6 +57,7 @@ def test_logits_equal_mmseg(tmp_path, row):
   jax_model = config.model.to_dict()
   model, _ = ref.mmseg_model(row.mmseg_config, lambda mm: row.shrink(mm, jax_model))
   config.model = jax_model
+  config.eval.scale = tuple(row.hw)  # the model sees the image as encode_decode does
   ckpt = tmp_path / "mmseg.pth"
   ref.save_checkpoint(model, str(ckpt))
   convert_main.convert(str(ckpt), str(tmp_path / "jax"), config, fmt="mmseg")

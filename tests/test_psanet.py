@@ -85,6 +85,7 @@ def test_logits_equal_mmseg(tmp_path, monkeypatch, psa_type, hw):
   mmcv_psa_mask = importlib.import_module("mmcv.ops.psa_mask")  # after ref stubbed mmcv._ext
   monkeypatch.setattr(mmcv_psa_mask.ext_module, "psamask_forward", _fill_psamask)
   config.model = jax_model
+  config.eval.scale = tuple(hw)  # the model sees the image as encode_decode does
   ckpt = tmp_path / "mmseg.pth"
   ref.save_checkpoint(model, str(ckpt))
   convert_main.convert(str(ckpt), str(tmp_path / "jax"), config, fmt="mmseg")
