@@ -234,22 +234,44 @@ def mapillary_config(version: str = "v2.0", crop_size=(1024, 1024)) -> ml_collec
   return c
 
 
+SEGFORMER_DECODER_CHANNELS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
+
+
+def segformer_cityscapes(variant: str) -> ml_collections.ConfigDict:
+  """The SegFormer paper recipe on Cityscapes: 1024x1024 crops, batch 8, 160k steps, AdamW
+  6e-5 with the head at lr x10, warmup 1500 then poly 1.0, sliding-window test.
+
+  The head is the paper's / HF's (768 channels for B2-B5), not mmseg 1.2.2's 256-channel
+  ConvModule head, and weight decay exempts every norm layer and the depthwise convs (the
+  paper's code), where mmseg's segformer configs (custom_keys norm/head) decay the decode
+  head's BatchNorm and the dwconvs.
+  """
+  c = cityscapes_config(crop_size=(1024, 1024))
+  c.eval.mode = "slide"
+  c.eval.crop_size = (1024, 1024)
+  c.eval.stride = (768, 768)
+  return _segformer(c, variant, batch_size=8)
 def segformer_ade20k(variant: str) -> ml_collections.ConfigDict:
   """The SegFormer paper recipe on ADE20K (mmseg segformer_mit-*_8xb2-160k_ade20k-512x512):
   512x512 crops (640x640 for B5, as the paper), batch 16, 160k steps, AdamW 6e-5 with the
   head at lr x10, warmup 1500 then poly 1.0, whole-image test at scale (2048, 512). Head and
   weight-decay groups as `segformer_cityscapes` (the paper's/HF's)."""
-  crop = (640, 640) if variant == "b5" else (512, 512)
   c = ade20k_config()
   if variant == "b5":
     c.data.base_size = (640, 2048)  # mmseg segformer_mit-b5_8xb2-160k_ade20k-640x640
-  c.data.crop_size = crop
+    c.data.crop_size = (640, 640)
+  c.eval.mode = "whole"
+  return _segformer(c, variant, batch_size=16)
+
+
+def _segformer(c: ml_collections.ConfigDict, variant: str, batch_size: int
+               ) -> ml_collections.ConfigDict:
+  """The SegFormer model and schedule of `variant` on the dataset config `c`."""
   c.model.backbone.name = f"mit_{variant}"
   c.model.decode_head.channels = SEGFORMER_DECODER_CHANNELS[variant]
-  c.train.batch_size = 16
+  c.train.batch_size = batch_size
   c.train.num_steps = 160_000
   c.eval.batch_size = 8
-  c.eval.mode = "whole"
   return c
 
 
@@ -286,27 +308,3 @@ def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
   c = cityscapes_config(crop_size=(512, 1024))
   c.train.batch_size = 8
   return cnn_recipe(c, model, num_steps)
-
-
-SEGFORMER_DECODER_CHANNELS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
-
-
-def segformer_cityscapes(variant: str) -> ml_collections.ConfigDict:
-  """The SegFormer paper recipe on Cityscapes: 1024x1024 crops, batch 8, 160k steps, AdamW
-  6e-5 with the head at lr x10, warmup 1500 then poly 1.0, sliding-window test.
-
-  The head is the paper's / HF's (768 channels for B2-B5), not mmseg 1.2.2's 256-channel
-  ConvModule head, and weight decay exempts every norm layer and the depthwise convs (the
-  paper's code), where mmseg's segformer configs (custom_keys norm/head) decay the decode
-  head's BatchNorm and the dwconvs.
-  """
-  c = cityscapes_config(crop_size=(1024, 1024))
-  c.model.backbone.name = f"mit_{variant}"
-  c.model.decode_head.channels = SEGFORMER_DECODER_CHANNELS[variant]
-  c.train.batch_size = 8
-  c.train.num_steps = 160_000
-  c.eval.batch_size = 8
-  c.eval.mode = "slide"
-  c.eval.crop_size = (1024, 1024)
-  c.eval.stride = (768, 768)
-  return c

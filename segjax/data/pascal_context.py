@@ -31,7 +31,7 @@ from typing import List
 
 import numpy as np
 
-from segjax.data import base
+from segjax.data import ade20k, base
 from segjax.data.registry import DATASETS
 from segjax.errors import ConfigError, DataError
 
@@ -44,19 +44,8 @@ CLASS_NAMES_60 = (
     "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water",
     "window", "wood")
 
-PALETTE_60 = np.array([
-    (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80),
-    (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7),
-    (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4),
-    (255, 51, 7), (204, 70, 3), (0, 102, 200), (61, 230, 250), (255, 6, 51), (11, 102, 255),
-    (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220), (255, 9, 92), (112, 9, 255),
-    (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71), (255, 41, 10), (7, 255, 255),
-    (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8), (0, 255, 20),
-    (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20), (0, 163, 255),
-    (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0), (255, 224, 0),
-    (153, 255, 0), (0, 0, 255), (255, 71, 0), (0, 235, 255), (0, 173, 255), (31, 0, 255)], np.uint8)
-
-CLASS_NAMES_59 = CLASS_NAMES_60[1:]
+# mmseg's PascalContextDataset palette is the first 60 colours of its ADE20K palette.
+PALETTE_60 = ade20k.PALETTE[:60]
 PALETTE_59 = PALETTE_60[1:]
 
 # The 459-class ids of the 60 classes (0 = background), sorted: class k is MAPPING[k].
