@@ -46,6 +46,8 @@ CLASS_NAMES_60 = (
 
 # mmseg's PascalContextDataset palette is the first 60 colours of its ADE20K palette.
 PALETTE_60 = ade20k.PALETTE[:60]
+
+CLASS_NAMES_59 = CLASS_NAMES_60[1:]
 PALETTE_59 = PALETTE_60[1:]
 
 # The 459-class ids of the 60 classes (0 = background), sorted: class k is MAPPING[k].
