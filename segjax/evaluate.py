@@ -141,9 +141,10 @@ def test_scale(config) -> Tuple[int, ...]:
 class Predictor:
   """The compiled prediction of `config` (see the module docstring), over `mesh`.
 
-  Two jitted programs, so the expensive one compiles once per test size, not per original
-  size: `logits` (normalise + model, whole/slide/TTA, at the test size) and `labels` (resize
-  the logits to the original size, argmax). `compilations` lists the shapes compiled.
+  Separate jitted programs, so the expensive one compiles once per test size (once per window
+  size in slide mode without TTA), not per original size: `logits` (normalise + model,
+  whole/slide/TTA, at the test size) and `labels` (resize the logits to the original size,
+  argmax). `compilations` lists the model/scoring shapes compiled.
   """
 
   def __init__(self, model, config, mesh):
