@@ -157,6 +157,17 @@ class PairedFiles(Source):
     return image, mask
 
 
+def read_split_list(dataset: str, path: str, layout: str) -> List[str]:
+  """The image ids of a VOC-style split list (one id first on each line); a missing list is
+  a DataError naming it and the expected layout."""
+  try:
+    with open(path) as f:
+      return [line.split()[0] for line in f if line.strip()]
+  except FileNotFoundError:
+    raise DataError(f"{dataset}: {path} not found. Expected {layout}; point to it with "
+                    "--config.data.root=...") from None
+
+
 def pair_by_stem(dataset: str, image_dir: str, mask_dir: str, layout: str,
                  image_suffix: str = ".jpg", mask_suffix: str = ".png",
                  what: str = "label map") -> Tuple[List[str], List[str]]:

@@ -27,7 +27,6 @@ data.name picks the form, with mmseg 1.2.2's classes and palette:
                      (ignored) and class k becomes k - 1.
 """
 import os
-from typing import List
 
 import numpy as np
 
@@ -98,16 +97,6 @@ def read_label_map(path: str) -> np.ndarray:
   return labels.astype(np.int64)
 
 
-def read_ids(path: str, layout: str) -> List[str]:
-  """The image ids of a VOC split list, one per line."""
-  try:
-    with open(path) as f:
-      return [line.split()[0] for line in f if line.strip()]
-  except FileNotFoundError:
-    raise DataError(f"PASCAL-Context: {path} not found. Expected {layout}; point to it with "
-                    "--config.data.root=...") from None
-
-
 class PascalContext(base.PairedFiles):
   """PASCAL-Context with 60 (background included) or 59 classes."""
 
@@ -127,7 +116,8 @@ class PascalContext(base.PairedFiles):
       if not os.path.isdir(d):
         raise DataError(f"PASCAL-Context not found: {d} does not exist. Expected {layout}; "
                         "point to it with --config.data.root=...")
-    ids = read_ids(os.path.join(voc, "ImageSets", "Main", split + ".txt"), layout)
+    ids = base.read_split_list("PASCAL-Context",
+                               os.path.join(voc, "ImageSets", "Main", split + ".txt"), layout)
     images = [os.path.join(image_dir, i + ".jpg") for i in ids]
     masks = [os.path.join(mat_dir, i + ".mat") for i in ids]
     present_images, mats = set(os.listdir(image_dir)), set(os.listdir(mat_dir))

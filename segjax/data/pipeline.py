@@ -168,9 +168,11 @@ def eval_batches(source: Source, plan: Sequence[EvalBatch], *, process_index: in
   rows = [(i,) + b.input_size + b.label_size for b in plan
           for i in b.indices[process_index * local:(process_index + 1) * local]]
 
+  planned = {b_i: b.label_size for b in plan for b_i in b.indices if b_i >= 0}
+
   def fits_plan(index, image, mask):
     del mask
-    expected = tuple(source.size(index))
+    expected = planned[index]  # from Source.size when planning; not read a second time
     if tuple(image.shape[:2]) != expected:
       raise DataError(f"example {source.name(index)}: decoded as {image.shape[1]}x"
                       f"{image.shape[0]} (WxH) but its header says {expected[1]}x{expected[0]}")

@@ -23,7 +23,6 @@ read with scipy.io.loadmat, as the converter reads them (GTcls[0]["Segmentation"
 PascalVOCDataset.
 """
 import os
-from typing import List
 
 import numpy as np
 
@@ -49,16 +48,6 @@ SPLITS = ("train", "val")
 LAYOUT = ("{root}/VOCdevkit/VOC2012/{{JPEGImages,SegmentationClass,ImageSets/Segmentation}} "
           "(VOCtrainval_11-May-2012.tar) and {root}/benchmark_RELEASE/dataset/{{cls/*.mat,"
           "train.txt,val.txt}} (SBD's benchmark.tgz)")
-
-
-def read_ids(path: str, layout: str) -> List[str]:
-  """The image ids of a split list, one per line."""
-  try:
-    with open(path) as f:
-      return [line.split()[0] for line in f if line.strip()]
-  except FileNotFoundError:
-    raise DataError(f"PASCAL VOC aug: {path} not found. Expected {layout}; point to it with "
-                    "--config.data.root=...") from None
 
 
 def read_sbd_mask(path: str) -> np.ndarray:
@@ -98,14 +87,16 @@ class VOCAug(base.PairedFiles):
         raise DataError(f"PASCAL VOC 2012 not found: {d} does not exist. Expected {layout}; "
                         "point to it with --config.data.root=...")
     lists = os.path.join(voc, "ImageSets", "Segmentation")
-    voc_val = read_ids(os.path.join(lists, "val.txt"), layout)
+    def read_ids(path):
+      return base.read_split_list("PASCAL VOC aug", path, layout)
+
+    voc_val = read_ids(os.path.join(lists, "val.txt"))
     if split == "val":
       masks = [(i, os.path.join(png_dir, i + ".png")) for i in voc_val]  # (id, label file)
     else:
-      voc_train = read_ids(os.path.join(lists, "train.txt"), layout)
+      voc_train = read_ids(os.path.join(lists, "train.txt"))
       sbd = os.path.join(root, SBD_DIR)
-      sbd_ids = (read_ids(os.path.join(sbd, "train.txt"), layout) +
-                 read_ids(os.path.join(sbd, "val.txt"), layout))
+      sbd_ids = read_ids(os.path.join(sbd, "train.txt")) + read_ids(os.path.join(sbd, "val.txt"))
       extra = sorted(set(sbd_ids) - set(voc_train) - set(voc_val))
       masks = ([(i, os.path.join(png_dir, i + ".png")) for i in voc_train] +
                [(i, os.path.join(sbd, "cls", i + ".mat")) for i in extra])
