@@ -45,6 +45,19 @@ class Dense(nn.Module):
     return y.reshape(lead + (self.features,))
 
 
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                          bias: Optional[jax.Array] = None) -> jax.Array:
+  """Multi-head attention softmax(q k^T / sqrt(d) + bias) v on (batch, tokens, heads, d) arrays.
+
+  Every attention of the zoo goes through here: `jax.nn.dot_product_attention`, which lowers
+  to a fused kernel on GPU (cuDNN) and TPU and, on CPU, to the plain einsum-softmax graph.
+  Logits and softmax are float32 even for bfloat16 inputs (the reference implementations
+  under autocast do the same). `bias` (e.g. Swin's relative position bias plus its
+  shifted-window mask) broadcasts to (batch, heads, q, k).
+  """
+  return jax.nn.dot_product_attention(q, k, v, bias=bias)
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops the whole residual branch per sample (needs rng 'dropout')."""
   rate: float

@@ -59,9 +59,7 @@ class EfficientSelfAttention(nn.Module):
     kv = kv.reshape(b, -1, c)
     k = dense(name="key")(kv).reshape(b, -1, self.num_heads, d)
     v = dense(name="value")(kv).reshape(b, -1, self.num_heads, d)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d).astype(np.float32)
-    probs = nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, h, w, c)
+    out = layers.dot_product_attention(q, k, v).reshape(b, h, w, c)
     return dense(name="proj")(out)
 
 
