@@ -34,10 +34,9 @@ from segjax.convert import hf_segformer, mmseg, torch_layout
 from segjax.errors import CheckpointError, ConfigError, SegjaxError
 from segjax.tools.config_file import REPO, load_config_file
 
-FORMATS = ("hf_segformer", "mmseg", "torchvision_resnet", "mmcv_resnet")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", "hf_segformer", list(FORMATS), "Source format.")
+flags.DEFINE_string("format", "hf_segformer", "Source format (see the module docstring).")
 flags.DEFINE_string("input", None, "HF model directory or .pth file.")
 flags.DEFINE_string("output", None, "Output checkpoint directory (must not hold one yet).")
 flags.DEFINE_string("config", None, "segjax config file of the converted model.")
@@ -64,30 +63,42 @@ def _hf_segformer(input_dir: str, config_path):
   return config, flat, whole
 
 
-def _read(fmt: str, input_path: str, config):
-  """(config, flat converted tensors, whole model?) for the formats that need a config."""
+def _needs_config(fmt: str, config):
   if config is None:
     raise ConfigError(f"--format={fmt} needs --config: the segjax config of the model")
-  if isinstance(config, str):
-    config = load_config_file(config)
-  if fmt == "mmseg":
-    flat = mmseg.convert_mmseg(torch_layout.load_pth(input_path, "state_dict"), input_path)
-    return config, flat, True
+  return load_config_file(config) if isinstance(config, str) else config
+
+
+def _mmseg(input_path: str, config):
+  config = _needs_config("mmseg", config)
+  flat = mmseg.convert_mmseg(torch_layout.load_pth(input_path, "state_dict"), input_path)
+  return config, flat, True
+
+
+def _imagenet_resnet(input_path: str, config):
+  config = _needs_config("torchvision_resnet/mmcv_resnet", config)
   flat = mmseg.convert_imagenet_resnet(torch_layout.load_pth(input_path, "state_dict"),
                                        input_path)
   return config, flat, False
+
+
+# --format -> reader(input_path, config file/ConfigDict/None) -> (config, flat tensors, whole
+# model?). One entry per source format; each reader lives with its format's module.
+READERS = {
+    "hf_segformer": _hf_segformer,
+    "mmseg": _mmseg,
+    "torchvision_resnet": _imagenet_resnet,
+    "mmcv_resnet": _imagenet_resnet,
+}
 
 
 def convert(input_path: str, output_dir: str, config=None, fmt: str = "hf_segformer"):
   """Converts and saves; returns (config, flat converted params).
 
   `config` is a config file path or a ConfigDict (the model the tensors must fill)."""
-  if fmt not in FORMATS:
-    raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
-  if fmt == "hf_segformer":
-    config, flat, whole = _hf_segformer(input_path, config)
-  else:
-    config, flat, whole = _read(fmt, input_path, config)
+  if fmt not in READERS:
+    raise ConfigError(f"--format must be one of {sorted(READERS)}, got {fmt!r}")
+  config, flat, whole = READERS[fmt](input_path, config)
   config = ml_collections.ConfigDict(config.to_dict())
   model = models.build_model(config)
   h, w = config.data.crop_size
