@@ -13,6 +13,8 @@ Formats:
   mmcv_resnet         or open-mmlab's `resnet50_v1c-*.pth` (V1c): an encoder-only
                       checkpoint for `--config.init_from` (CFG required; its backbone must
                       match).
+  hf_backbone         PATH is an HF ImageNet backbone directory (Swin, ConvNeXt, PVT, PVTv2,
+                      PoolFormer, ViT): encoder only; CFG required (see hf_backbone.py).
 
 DIR becomes a normal segjax checkpoint: `--config.init_from=DIR` loads it (an encoder-only DIR
 leaves the heads fresh) and `python -m segjax.main --mode=evaluate --workdir=DIR` evaluates a
@@ -30,7 +32,7 @@ from absl import app, flags, logging
 
 from segjax import checkpoint as ckpt_lib
 from segjax import models
-from segjax.convert import hf_segformer, mmseg, torch_layout
+from segjax.convert import hf_backbone, hf_segformer, mmseg, torch_layout
 from segjax.errors import CheckpointError, ConfigError, SegjaxError
 from segjax.tools.config_file import REPO, load_config_file
 
@@ -48,7 +50,7 @@ _VARIANTS = {(32, 64, 160, 256): {(2, 2, 2, 2): "b0"},
 
 def _hf_segformer(input_dir: str, config_path):
   """(config, flat converted tensors, whole model?) of an HF SegFormer directory."""
-  hf_config, state_dict = hf_segformer.load_hf_directory(input_dir)
+  hf_config, state_dict = torch_layout.load_hf_directory(input_dir)
   overrides = hf_segformer.model_overrides(hf_config)
   bb = overrides["backbone"]
   variant = _VARIANTS.get(bb["hidden_sizes"], {}).get(bb["depths"], "b1")
@@ -89,6 +91,7 @@ READERS = {
     "mmseg": _mmseg,
     "torchvision_resnet": _imagenet_resnet,
     "mmcv_resnet": _imagenet_resnet,
+    "hf_backbone": hf_backbone.read,
 }
 
 

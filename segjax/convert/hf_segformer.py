@@ -6,8 +6,6 @@ nvidia/segformer-b1-finetuned-cityscapes-1024-1024) and encoder-only ImageNet ch
 HF tensor must map onto a segjax parameter of the same shape: unknown keys are listed and
 refused, never silently skipped.
 """
-import json
-import os
 import re
 from typing import Dict, List, Tuple
 
@@ -73,29 +71,6 @@ def convert_state_dict(state_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarra
     raise CheckpointError(f"{len(unknown)} HF tensor(s) have no segjax counterpart: "
                           f"{', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''}")
   return out
-
-
-def load_hf_directory(path: str) -> Tuple[Dict, Dict[str, np.ndarray]]:
-  """(config.json dict, state dict of numpy arrays) of an HF model directory."""
-  cfg_path = os.path.join(path, "config.json")
-  if not os.path.isfile(cfg_path):
-    raise CheckpointError(f"{path}: no config.json; expected an HF model directory")
-  with open(cfg_path) as f:
-    hf_config = json.load(f)
-  st = os.path.join(path, "model.safetensors")
-  bin_path = os.path.join(path, "pytorch_model.bin")
-  if os.path.isfile(st):
-    from safetensors.numpy import load_file
-    return hf_config, load_file(st)
-  if os.path.isfile(bin_path):
-    try:
-      import torch
-    except ImportError:
-      raise CheckpointError(f"{bin_path}: reading .bin files needs torch "
-                            "(pip install torch==2.13.0), or convert it to safetensors") from None
-    sd = torch.load(bin_path, map_location="cpu", weights_only=True)
-    return hf_config, {k: v.float().numpy() for k, v in sd.items()}
-  raise CheckpointError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
 
 
 def model_overrides(hf_config: Dict) -> Dict:

@@ -10,6 +10,7 @@ reference); what differs is the leaf name and the array layout:
   running_mean / running_var             -> the "batch_stats" collection's "mean" / "var"
   num_batches_tracked                    -> dropped (flax BatchNorm has no counter)
 """
+import json
 import os
 import re
 from typing import Dict, Optional, Sequence, Tuple
@@ -120,3 +121,26 @@ def load_pth(path: str, key: Optional[str] = None) -> Dict[str, np.ndarray]:
     raise CheckpointError(f"{path}: expected a state dict of tensors"
                           f"{f' (or one under {key!r})' if key else ''}")
   return {k: v.detach().float().numpy() for k, v in obj.items()}
+
+
+def load_hf_directory(path: str) -> Tuple[Dict, Dict[str, np.ndarray]]:
+  """(config.json dict, state dict of numpy arrays) of an HF model directory."""
+  cfg_path = os.path.join(path, "config.json")
+  if not os.path.isfile(cfg_path):
+    raise CheckpointError(f"{path}: no config.json; expected an HF model directory")
+  with open(cfg_path) as f:
+    hf_config = json.load(f)
+  st = os.path.join(path, "model.safetensors")
+  bin_path = os.path.join(path, "pytorch_model.bin")
+  if os.path.isfile(st):
+    from safetensors.numpy import load_file
+    return hf_config, load_file(st)
+  if os.path.isfile(bin_path):
+    try:
+      import torch
+    except ImportError:
+      raise CheckpointError(f"{bin_path}: reading .bin files needs torch "
+                            "(pip install torch==2.13.0), or convert it to safetensors") from None
+    sd = torch.load(bin_path, map_location="cpu", weights_only=True)
+    return hf_config, {k: v.float().numpy() for k, v in sd.items()}
+  raise CheckpointError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
