@@ -52,8 +52,11 @@ def make_train_step(model, tx, aux_weights):
       (logits, aux), updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
           rngs={"dropout": rng}, mutable=["batch_stats"])
-      loss, parts = losses.segmentation_loss(logits, aux, batch["label"], aux_weights,
-                                             getattr(model, "output_losses", ()))
+      if hasattr(model, "training_loss"):  # a model with its own criterion (MaskFormer's)
+        loss, parts = model.training_loss(logits, aux, batch["label"])
+      else:
+        loss, parts = losses.segmentation_loss(logits, aux, batch["label"], aux_weights,
+                                               getattr(model, "output_losses", ()))
       return loss, (updates, parts)
 
     (loss, (updates, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
