@@ -78,6 +78,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.poly_power = 1.0
   c.optim.end_lr = 0.0  # absolute floor of every group (mmseg's eta_min)
   c.optim.grad_clip = 0.0  # global-norm clip; 0 = off
+  # Layer-wise lr decay (BEiT/ConvNeXt; 1.0 = off): backbone layer i gets
+  # rate ** (num_layers + 1 - i), ids from the backbone's layer_id rule (mmseg's).
+  c.optim.layer_decay_rate = 1.0
+  c.optim.layer_decay_num_layers = 12
+  c.optim.layer_decay_type = "layer_wise"  # layer_wise | stage_wise
+  c.optim.ema_decay = 0.0  # > 0: evaluate/save an EMA of the weights (e.g. 0.9999); 0 = off
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 8  # global, over all devices and hosts

@@ -375,6 +375,7 @@ def evaluate_workdir(config, workdir: str) -> Dict:
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
   target = abstract_variables(model, config, mesh)
   step, variables = checkpointer.restore_model(config.eval.checkpoint, target)
+  variables = inference_variables(variables)
   logging.info("evaluating %s checkpoint at step %d on %s/%s (%d images)",
                config.eval.checkpoint, step, config.data.name, config.data.eval_split,
                len(source))
@@ -390,10 +391,21 @@ def evaluate_workdir(config, workdir: str) -> Dict:
 
 
 def abstract_variables(model, config, mesh):
-  """Shapes of {"params", "batch_stats"}, replicated over the mesh, without computing them."""
+  """Shapes of a checkpoint's model item ({"params", "batch_stats"}, and "ema" when
+  optim.ema_decay > 0), replicated over the mesh, without computing them."""
   h, w = config.data.crop_size
   shapes = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, h, w, 3), jnp.float32), train=False))
   shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+  if config.optim.get("ema_decay", 0.0) > 0:
+    shapes["ema"] = {"params": shapes["params"]}
   rep = parallel.replicated(mesh)
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+
+
+def inference_variables(variables):
+  """The variables to predict with: the moving average of the weights when the run kept one
+  (optim.ema_decay > 0), else the weights themselves."""
+  if "ema" not in variables:
+    return variables
+  return {"params": variables["ema"]["params"], "batch_stats": variables["batch_stats"]}

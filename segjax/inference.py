@@ -17,7 +17,7 @@ import numpy as np
 from segjax import checkpoint as ckpt_lib
 from segjax import data as data_lib
 from segjax import models, parallel
-from segjax.evaluate import Predictor, abstract_variables
+from segjax.evaluate import Predictor, abstract_variables, inference_variables
 from segjax.models.layers import resize_bilinear
 
 
@@ -43,7 +43,7 @@ class Segmenter:
     step, variables = checkpointer.restore_model(
         checkpoint, abstract_variables(model, config, mesh))
     checkpointer.close()
-    return cls(config, variables, step)
+    return cls(config, inference_variables(variables), step)
 
   def logits(self, images: np.ndarray, resize_to_input: bool = True) -> np.ndarray:
     """Float32 logits of uint8 NHWC images of one size, resized to that size; with

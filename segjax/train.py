@@ -36,13 +36,18 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
+  ema: Any = None  # {"params": moving average of params} when optim.ema_decay > 0
 
   @property
   def variables(self):
-    return {"params": self.params, "batch_stats": self.batch_stats}
+    """What a checkpoint's model item holds: params, batch_stats (and "ema")."""
+    variables = {"params": self.params, "batch_stats": self.batch_stats}
+    if self.ema is not None:
+      variables["ema"] = self.ema
+    return variables
 
 
-def make_train_step(model, tx, aux_weights):
+def make_train_step(model, tx, aux_weights, ema_decay: float = 0.0):
   """train_step(state, batch, rng) -> (state, metrics), a pure function to jit."""
 
   def train_step(state: TrainState, batch, rng):
@@ -61,8 +66,12 @@ def make_train_step(model, tx, aux_weights):
 
     (loss, (updates, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     opt_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, opt_updates),
+    params = optax.apply_updates(state.params, opt_updates)
+    ema = state.ema
+    if ema is not None:
+      ema = {"params": jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
+                                    ema["params"], params)}
+    new_state = state.replace(step=state.step + 1, params=params, ema=ema,
                               batch_stats=updates.get("batch_stats", {}), opt_state=opt_state)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **parts}
     return new_state, metrics
@@ -74,7 +83,8 @@ def jit_train_step(model, tx, config, mesh, donate: bool = True):
   """make_train_step jitted over `mesh`: state and rng replicated, batch split on "data"."""
   aux_weights = model.aux_loss_weights  # one per auxiliary output (segjax.models.segmentor)
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  return jax.jit(make_train_step(model, tx, aux_weights), in_shardings=(rep, shard, rep),
+  step_fn = make_train_step(model, tx, aux_weights, config.optim.get("ema_decay", 0.0))
+  return jax.jit(step_fn, in_shardings=(rep, shard, rep),
                  out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
 
 
@@ -92,7 +102,10 @@ def init_state(model, config, mesh, tx_fn) -> TrainState:
   tx = tx_fn(params)
   opt_state = jax.jit(tx.init, out_shardings=rep)(params)
   step = jax.device_put(jnp.zeros((), jnp.int32), rep)
-  return TrainState(step, params, batch_stats, opt_state), tx
+  ema = None
+  if config.optim.get("ema_decay", 0.0) > 0:  # a copy (its own buffers: the state is donated)
+    ema = {"params": jax.jit(lambda p: jax.tree.map(lambda x: x * 1, p), out_shardings=rep)(params)}
+  return TrainState(step, params, batch_stats, opt_state, ema), tx
 
 
 def _mean_metrics(pending: List[Dict[str, jax.Array]], step: int) -> Dict[str, float]:
@@ -238,8 +251,10 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   # ---------------------------------------------------------------- model and optimizer
   model = models.build_model(config)
   schedule = optim.warmup_poly_schedule(config.optim, num_steps)
-  state, tx = init_state(model, config, mesh,
-                         lambda params: optim.make_optimizer(config.optim, params, num_steps))
+  backbone = getattr(model, "backbone", None)
+  state, tx = init_state(model, config, mesh, lambda params: optim.make_optimizer(
+      config.optim, params, num_steps, layer_id=getattr(backbone, "layer_id", None),
+      backbone_name=config.model.get("backbone", {}).get("name", "-")))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("model %s/%s: %s parameters", config.model.name,
                config.model.get("backbone", {}).get("name", "-"), f"{num_params:,}")
@@ -263,6 +278,9 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
     source = ckpt_lib.Checkpointer(config.init_from, read_only=True)
     step, variables = source.restore_model("latest", state.variables, allow_missing=True)
     state = state.replace(**variables)
+    if state.ema is not None:  # the average starts from the loaded weights
+      state = state.replace(ema={"params": jax.jit(lambda p: jax.tree.map(lambda x: x * 1, p))(
+          state.params)})
     source.close()
     logging.info("initialised from %s (step %d)", config.init_from, step)
   else:
@@ -282,7 +300,8 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   palette = data_lib.palette(config.data)
 
   def run_eval(step):
-    results, kept = evaluator(state.variables, num_keep=config.train.num_overlays)
+    results, kept = evaluator(eval_lib.inference_variables(state.variables),
+                              num_keep=config.train.num_overlays)
     logging.info("eval step %d: mIoU %.4f  mAcc %.4f  aAcc %.4f  (%d images, %.1fs)", step,
                  results["mIoU"], results["mAcc"], results["aAcc"], results["num_images"],
                  results["seconds"])

@@ -14,7 +14,7 @@ from segjax import checkpoint as ckpt_lib
 from segjax import data as data_lib
 from segjax import evaluate, models, optim, parallel, predict, train
 from segjax.data import pipeline
-from segjax.errors import CheckpointError, TrainingDivergedError
+from segjax.errors import CheckpointError, ConfigError, TrainingDivergedError
 from segjax.inference import Segmenter
 from tests.conftest import load_config, require
 
@@ -397,3 +397,77 @@ def test_cnn_recipe_learns_with_sgd_and_supervises_every_output(test_config):
       parts["loss_main"] + parts["loss_aux0"] + parts["loss_aux1"] + 0.4 * parts["loss_aux2"],
       rel=1e-5)
   assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+class _Layered(__import__("flax").linen.Module):
+  """A toy backbone with mmseg-style layer ids: embed 0, block i -> i + 1, norm unscaled."""
+
+  @__import__("flax").linen.compact
+  def __call__(self, x):
+    import flax.linen as nn
+    x = nn.Dense(2, name="embed")(x)
+    for i in range(3):
+      x = nn.Dense(2, name=f"block{i}")(x)
+    return nn.LayerNorm(name="norm")(x)
+
+  def layer_id(self, path, num_layers, decay_type):
+    del decay_type
+    if path.startswith("embed"):
+      return 0
+    if path.startswith("block"):
+      return int(path[5]) + 1
+    return num_layers + 1
+
+
+def test_layer_wise_lr_decay_scales_each_backbone_layer(test_config):
+  cfg = test_config.optim
+  cfg.update(layer_decay_rate=0.5, layer_decay_num_layers=3, lr_mults=(("^decode_head", 10.0),))
+  backbone = _Layered()
+  params = {"backbone": backbone.init(jax.random.key(0), jnp.zeros((1, 2)))["params"],
+            "decode_head": {"classifier": {"kernel": jnp.ones((2, 2))}}}
+  groups = optim.param_groups(params, cfg, backbone.layer_id)
+  # rate ** (num_layers + 1 - id): embed 0.5^4, block i 0.5^(3 - i), norm and head unscaled.
+  assert groups["backbone/embed/kernel"][0] == 0.0625
+  assert [groups[f"backbone/block{i}/bias"][0] for i in range(3)] == [0.125, 0.25, 0.5]
+  assert groups["backbone/norm/scale"] == (1.0, False)
+  assert groups["decode_head/classifier/kernel"] == (10.0, True)
+  # One SGD step (no momentum, no decay): each layer moves by its own lr x its gradient.
+  cfg.update(name="sgd", momentum=0.0, weight_decay=0.0, warmup_steps=0, lr=1.0, end_lr=0.0)
+  tx = optim.make_optimizer(cfg, params, 10, layer_id=backbone.layer_id)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert float(updates["backbone"]["embed"]["kernel"][0, 0]) == pytest.approx(-0.0625)
+  assert float(updates["backbone"]["block1"]["kernel"][0, 0]) == pytest.approx(-0.25)
+  assert float(updates["decode_head"]["classifier"]["kernel"][0, 0]) == pytest.approx(-10.0)
+  with pytest.raises(ConfigError, match="backbone 'mit_b0' defines no layer ids"):
+    optim.make_optimizer(cfg, params, 10, layer_id=None, backbone_name="mit_b0")
+  cfg.layer_decay_type = "blockwise"
+  with pytest.raises(ConfigError, match="optim.layer_decay_type"):
+    optim.make_optimizer(cfg, params, 10, layer_id=backbone.layer_id)
+
+
+def test_ema_of_weights_is_tracked_saved_and_evaluated(tmp_path):
+  config = small_run_config(num_steps=4, eval_every=4, checkpoint_every=4)
+  config.optim.ema_decay = 0.5
+  mesh = parallel.make_mesh()
+  state, step = make_state_and_step(config, mesh)
+  source = data_lib.build_source(config.data, "train")
+  batches = pipeline.train_batches(source, config.data, seed=0, global_batch=8)
+  expected = jax.device_get(state.params)
+  for _ in range(3):
+    state, _ = step(state, parallel.global_batch(next(batches), mesh), jax.random.key(0))
+    expected = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, expected, jax.device_get(state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               jax.device_get(state.ema["params"]), expected)
+  assert not np.allclose(state.ema["params"]["decode_head"]["classifier"]["kernel"],
+                         state.params["decode_head"]["classifier"]["kernel"])
+  # A run saves the average with the model; evaluation, --mode=evaluate and Segmenter use it.
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(config, workdir)
+  _, saved = params_of(workdir, config)
+  assert set(saved) == {"params", "batch_stats", "ema"}
+  out = evaluate.evaluate_workdir(config.copy_and_resolve_references(), workdir)
+  assert out["mIoU"] == pytest.approx(results["mIoU"], abs=1e-6)
+  seg = Segmenter.from_workdir(workdir)
+  np.testing.assert_array_equal(seg.variables["params"]["decode_head"]["classifier"]["kernel"],
+                                saved["ema"]["params"]["decode_head"]["classifier"]["kernel"])
