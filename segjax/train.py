@@ -88,6 +88,14 @@ def jit_train_step(model, tx, config, mesh, donate: bool = True):
                  out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
 
 
+def optimizer_for(model, config, num_steps: int):
+  """params -> config.optim's optimizer, with the backbone's layer-id rule (layer decay)."""
+  backbone = getattr(model, "backbone", None)
+  return lambda params: optim.make_optimizer(
+      config.optim, params, num_steps, layer_id=getattr(backbone, "layer_id", None),
+      backbone_name=config.model.get("backbone", {}).get("name", "-"))
+
+
 def init_state(model, config, mesh, tx_fn) -> TrainState:
   """Random initial state, created directly replicated over the mesh."""
   h, w = config.data.crop_size
@@ -251,10 +259,7 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   # ---------------------------------------------------------------- model and optimizer
   model = models.build_model(config)
   schedule = optim.warmup_poly_schedule(config.optim, num_steps)
-  backbone = getattr(model, "backbone", None)
-  state, tx = init_state(model, config, mesh, lambda params: optim.make_optimizer(
-      config.optim, params, num_steps, layer_id=getattr(backbone, "layer_id", None),
-      backbone_name=config.model.get("backbone", {}).get("name", "-")))
+  state, tx = init_state(model, config, mesh, optimizer_for(model, config, num_steps))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("model %s/%s: %s parameters", config.model.name,
                config.model.get("backbone", {}).get("name", "-"), f"{num_params:,}")

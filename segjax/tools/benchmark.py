@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from segjax import evaluate, models, optim, parallel, train
+from segjax import evaluate, models, parallel, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -54,8 +54,7 @@ def benchmark(config, batch_size, steps, warmup):
       "image": rng.randn(batch_size, h, w, 3).astype(np.float32),
       "label": rng.randint(0, config.data.num_classes, (batch_size, h, w)).astype(np.uint8)},
       mesh)
-  state, tx = train.init_state(model, config, mesh,
-                               lambda p: optim.make_optimizer(config.optim, p, 1000))
+  state, tx = train.init_state(model, config, mesh, train.optimizer_for(model, config, 1000))
   step = train.jit_train_step(model, tx, config, mesh, donate=False)
   key = jax.random.key(0)
   t0 = time.perf_counter()
