@@ -170,3 +170,19 @@ def test_unknown_names_and_arguments_are_config_errors(test_config):
   test_config.model.dtype = "float16"
   with pytest.raises(ConfigError, match="model.dtype"):
     models.build_model(test_config)
+
+
+def test_attention_equals_jax_dot_product_attention_with_bias_and_gradient():
+  """layers.dot_product_attention (einsum on CPU) is jax.nn.dot_product_attention's maths."""
+  r = np.random.RandomState(1)
+  q, k, v = (jnp.asarray(r.randn(2, 37, 3, 8), jnp.float32) for _ in range(3))
+  bias = jnp.asarray(r.randn(1, 3, 37, 37), jnp.float32)
+  ours, ref = (lambda *a: layers.dot_product_attention(*a)), (
+      lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, bias=b))
+  np.testing.assert_allclose(ours(q, k, v, bias), ref(q, k, v, bias), atol=1e-5)
+  grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2))(q, k, v, bias)
+           for f in (ours, ref)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), *grads)
+  bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+  assert ours(*bf, None).dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.float32(ours(*bf, None)), np.float32(ref(*bf, None)), atol=2e-2)
