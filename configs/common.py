@@ -314,3 +314,114 @@ def cnn_cityscapes(model: ml_collections.ConfigDict, num_steps: int = 80_000
   c = cityscapes_config(crop_size=(512, 1024))
   c.train.batch_size = 8
   return cnn_recipe(c, model, num_steps)
+
+
+# ViT models (SETR, Segmenter): mmseg 1.2.2's configs around its VisionTransformer.
+
+VIT_DIMS = {"tiny": 192, "small": 384, "base": 768, "large": 1024}
+
+
+def vit_backbone(variant: str, img_size, **kwargs) -> dict:
+  """mmseg's VisionTransformer as its SETR / Segmenter configs set it: patch 16, LayerNorm
+  eps 1e-6, the position embedding learnt at `img_size` (h, w) and resized to other inputs."""
+  return {"name": f"vit_{variant}", "img_size": tuple(img_size), "layer_norm_eps": 1e-6,
+          **kwargs}
+
+
+def setr_cityscapes(model: ml_collections.ConfigDict, lr: float = 0.01
+                    ) -> ml_collections.ConfigDict:
+  """mmseg's SETR recipe on Cityscapes (setr_vit-l_*_8xb1-80k_cityscapes-768x768): random
+  resize of 2049x1025 by 0.5-2, 768x768 crops, global batch 8, 80k steps of SGD (lr `lr`,
+  momentum 0.9, no weight decay, poly 0.9 to 1e-4, no warmup) with every head (mmseg's
+  custom key "head": decode and auxiliary heads) at lr x10; sliding-window test, 768x768
+  windows every 512, on frames resized into 1025x2049 (mmseg's scale (2049, 1025))."""
+  c = cityscapes_config(crop_size=(768, 768))
+  c.data.base_size = (1025, 2049)
+  c.train.batch_size = 8
+  c = cnn_recipe(c, model, 80_000)
+  c.optim.lr = lr
+  c.optim.weight_decay = 0.0
+  c.optim.lr_mults = (("head", 10.0),)
+  c.eval.mode = "slide"
+  c.eval.crop_size = (768, 768)
+  c.eval.stride = (512, 512)
+  return c
+
+
+def segmenter_ade20k(variant: str, decoder: str) -> ml_collections.ConfigDict:
+  """mmseg's Segmenter recipe on ADE20K (segmenter_vit-{t,s,b,l}_mask_8xb1-160k_ade20k-512x512
+  and segmenter_vit-s_fcn_...): ViT-`variant` (patch 16, final LayerNorm, stochastic depth
+  0.1, the last layer's tokens) with the mask transformer (`decoder="mask"`: 2 layers,
+  heads of 64 channels) or the linear decoder ("linear": a 1x1 conv, mmseg's FCNHead with
+  num_convs=0); inputs normalised to [-1, 1] (mean = std = 127.5); 512x512 crops (640x640
+  and scale (2560, 640) for ViT-L, as mmseg's file), global batch 8, 160k steps of SGD lr
+  0.001 (momentum 0.9, no weight decay, poly 0.9 to 1e-4); sliding-window test with windows
+  of the crop size every 480 (608 for ViT-L)."""
+  dims = VIT_DIMS[variant]
+  crop = 640 if variant == "large" else 512
+  backbone = vit_backbone(variant, (crop, crop), out_indices=-1, final_norm=True,
+                          with_cls_token=True, interpolate_mode="bicubic", drop_path_rate=0.1)
+  if decoder == "mask":
+    head = {"name": "segmenter_mask_head", "num_layers": 2, "num_heads": dims // 64,
+            "embed_dims": dims, "drop_path_rate": 0.1}
+  elif decoder == "linear":
+    head = {"name": "fcn_head", "channels": dims, "num_convs": 0, "concat_input": False,
+            "dropout": 0.0}
+  else:
+    raise ValueError(f"Segmenter decoder must be 'mask' or 'linear', got {decoder!r}")
+  model = encoder_decoder(backbone, head)
+  model.name = "segmenter"  # logits resized to the input in the model, as mmseg's
+  c = ade20k_config()
+  c.data.mean = c.data.std = (127.5, 127.5, 127.5)
+  if variant == "large":  # mmseg's ade20k_640x640.py
+    c.data.base_size = (640, 2560)
+    c.data.crop_size = (640, 640)
+  c.train.batch_size = 8
+  c = cnn_recipe(c, model, 160_000)
+  c.optim.lr = 0.001
+  c.optim.weight_decay = 0.0
+  c.eval.mode = "slide"
+  c.eval.crop_size = (crop, crop)
+  c.eval.stride = (crop - 32, crop - 32)
+  return c
+
+
+# Semantic FPN on transformer backbones (PVT v1/v2, PoolFormer): the PVT authors' recipe,
+# which PVTv2-Seg, PoolFormer's code and mmseg 1.2.2's configs/poolformer copy.
+
+
+def semantic_fpn_ade20k(backbone: dict, frozen: tuple = ()) -> ml_collections.ConfigDict:
+  """Semantic FPN (Kirillov et al. 2019: mmseg's FPN neck, 256 channels, 4 outputs, and
+  FPNHead, 128 channels, dropout 0.1) on `backbone`, trained on ADE20K as the PVT authors'
+  code does (github.com/whai362/PVT segmentation/configs/sem_fpn/PVT/fpn_pvt_*_ade20k_40k.py,
+  "8 GPUs, so lr x2 and max_iters / 2" of mmseg 0.13's 4-GPU 80k schedule): random resize of
+  (2048, 512) by 0.5-2, 512x512 crops (cat_max_ratio 0.75), flip, photometric distortion;
+  global batch 32 (8 x 4), 40k steps of AdamW lr 2e-4, betas (0.9, 0.999), weight decay 1e-4
+  on every parameter (no exemptions, no head multiplier), no warmup, poly 0.9 down to 0;
+  evaluation and checkpoints every 4k steps; whole-image test with the image resized into
+  (2048, 512) keeping its aspect. The references then round the test size to a multiple of 32
+  (AlignResize / ResizeToMultiple); segjax feeds it as is, which these backbones accept.
+  `frozen`: regexes of parameter paths never updated (lr multiplier 0: no step, no decay),
+  e.g. the patch embedding that mmseg's PoolFormer (frozen_stages=0) freezes."""
+  c = ade20k_config()
+  c.model = encoder_decoder(
+      backbone, neck={"name": "fpn", "out_channels": 256, "num_outs": 4},
+      decode_head={"name": "fpn_head", "in_index": (0, 1, 2, 3),
+                   "feature_strides": (4, 8, 16, 32), "channels": 128, "dropout": 0.1})
+  c.optim.name = "adamw"
+  c.optim.lr = 2e-4
+  c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
+  c.optim.weight_decay = 1e-4
+  c.optim.no_decay = ()
+  c.optim.no_decay_norms = False
+  c.optim.lr_mults = tuple((pattern, 0.0) for pattern in frozen)
+  c.optim.warmup_steps = 0
+  c.optim.poly_power = 0.9
+  c.optim.end_lr = 0.0
+  c.train.batch_size = 32
+  c.train.num_steps = 40_000
+  c.train.eval_every = 4_000
+  c.train.checkpoint_every = 4_000
+  c.eval.batch_size = 8
+  c.eval.mode = "whole"
+  return c

@@ -199,3 +199,66 @@ def save_checkpoint(model, path: str) -> None:
   """The model's state dict as mmseg's model zoo ships it: {"meta", "state_dict"}."""
   import torch
   torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": model.state_dict()}, path)
+
+
+# ViT models (SETR, Segmenter): ViT widths -> 32, the heads' widths alike (SETR-MLA's concat
+# of 4 x 128 -> 4 x 8 = 32, num_convs=0 heads keep in_channels == channels).
+VIT_WIDTHS = {1024: 32, 768: 32, 384: 32, 192: 32, 512: 32, 256: 16, 128: 8}
+
+
+def shrink_vit_model(mm_model: Dict, jax_model: Dict) -> None:
+  """SETR / Segmenter models: a 4-layer ViT/16 of width 32 with 2 heads whose position
+  embedding is learnt at 64x64 (a 4x4 grid), so an odd input (67x93: padded to 80x96, a 5x6
+  grid) exercises mmseg's corner padding and position-embedding interpolation; out_indices
+  (SETR's four layers) become (0, 1, 2, 3), -1 stays; head widths via VIT_WIDTHS, 2 heads
+  in Segmenter's decoder."""
+  for model in (mm_model, jax_model):
+    bb = model["backbone"]
+    bb.update(img_size=(64, 64), embed_dims=32, num_layers=4, num_heads=2)
+    if isinstance(bb.get("out_indices"), (list, tuple)):
+      bb["out_indices"] = tuple(range(len(bb["out_indices"])))
+
+  def fn(d):
+    for k in ("in_channels", "channels", "out_channels", "embed_dims", "mla_channels"):
+      if k in d:
+        v = d[k]
+        d[k] = ([VIT_WIDTHS.get(x, x) for x in v] if isinstance(v, (list, tuple))
+                else VIT_WIDTHS.get(v, v))
+    if "num_heads" in d:
+      d["num_heads"] = 2
+  _walk(mm_model, fn)
+  _walk(jax_model, fn)
+
+
+_mmseg_param_count_on_meta = mmseg_param_count
+
+
+def mmseg_param_count(config_file: str) -> int:  # noqa: F811  (wraps the one above)
+  """mmseg_param_count with torch.linspace kept on the CPU: mmseg's ViT and Segmenter head
+  turn their stochastic-depth rates into floats (`.item()`) while being built, which a
+  "meta" tensor cannot do. Every parameter is still created on "meta"."""
+  import torch
+  linspace = torch.linspace
+
+  def cpu_linspace(*args, **kwargs):
+    return linspace(*args, **{**kwargs, "device": "cpu"})
+  torch.linspace = cpu_linspace
+  try:
+    return _mmseg_param_count_on_meta(config_file)
+  finally:
+    torch.linspace = linspace
+
+
+def shrink_swin_model(mm_model: Dict, jax_model: Dict) -> None:
+  """Swin UperNet models: Swin with embed 16, depths 2/2/2/2 (every stage has a shifted
+  block), heads 1/2/2/4, the config's window; UPerHead 512 -> 16 and FCN 256 -> 8 channels,
+  their input widths following the stages (16/32/64/128). The segjax side gets the same
+  backbone through the generic `swin`."""
+  bb = mm_model["backbone"]
+  bb.update(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+  jax_model["backbone"] = {"name": "swin", "embed_dim": 16, "depths": (2, 2, 2, 2),
+                           "num_heads": (1, 2, 2, 4), "window_size": bb["window_size"]}
+  mm_model["decode_head"].update(in_channels=[16, 32, 64, 128], channels=16)
+  mm_model["auxiliary_head"].update(in_channels=64, channels=8)
+  jax_model["decode_head"]["channels"] = 16
+  jax_model["auxiliary_head"][0]["channels"] = 8

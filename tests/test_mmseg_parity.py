@@ -48,6 +48,21 @@ ROWS = [
         f"mobilenet_v2/mobilenet-v2-d8_deeplabv3plus_{CITY}", ref.shrink_mobilenet_model),
     # PSANet: mmseg's PSAMask is a compiled op; tests/test_psanet.py checks the head against
     # a numpy transcription of it instead.
+    # ViT models: 67x93 is padded to the patch and interpolates the position embedding.
+    Row("setr_naive_vitl_city", "setr/setr_vit-l_naive_8xb1-80k_cityscapes-768x768.py",
+        ref.shrink_vit_model, (67, 93)),
+    Row("setr_pup_vitl_city", "setr/setr_vit-l_pup_8xb1-80k_cityscapes-768x768.py",
+        ref.shrink_vit_model, (67, 93)),
+    Row("setr_mla_vitl_city", "setr/setr_vit-l_mla_8xb1-80k_cityscapes-768x768.py",
+        ref.shrink_vit_model, (67, 93)),
+    Row("segmenter_vits_mask_ade", "segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py",
+        ref.shrink_vit_model, (67, 93)),
+    Row("segmenter_vits_linear_ade", "segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512.py",
+        ref.shrink_vit_model, (67, 93)),
+    # Swin: 97x131 pads the patches (25x33), the windows and all three patch mergings.
+    Row("upernet_swin_t_ade",
+        "swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py",
+        ref.shrink_swin_model),
 ]
 
 
@@ -82,6 +97,9 @@ COUNTED.update({r.config.replace("_r50", "_r101"): r.mmseg_config.replace("_r50"
 COUNTED["psanet_r50_d8_city"] = f"psanet/psanet_r50-d8_{CITY}"
 COUNTED["psanet_r101_d8_city"] = f"psanet/psanet_r101-d8_{CITY}"
 COUNTED["ocrnet_hr48_city"] = f"ocrnet/ocrnet_hr48_{CITY}"
+COUNTED.update({f"segmenter_vit{v}_mask_ade": f"segmenter/segmenter_vit-{v}_mask_8xb1-160k_"
+                "ade20k-512x512.py" for v in "tb"})
+COUNTED["segmenter_vitl_mask_ade"] = "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py"
 KNOWN = {"pspnet_r50_d8_city": 48_975_494, "deeplabv3plus_r50_d8_city": 43_589_878,
          "upernet_r50_city": 66_415_238}
 

@@ -15,6 +15,17 @@ Formats:
                       match).
   hf_backbone         PATH is an HF ImageNet backbone directory (Swin, ConvNeXt, PVT, PVTv2,
                       PoolFormer, ViT): encoder only; CFG required (see hf_backbone.py).
+  hf_upernet          PATH is an HF UperNetForSemanticSegmentation directory (Swin or ConvNeXt
+                      backbone): the model from its config.json, the rest from CFG (default
+                      configs/upernet_<swin|convnext>_<t|s|b>_ade.py; see hf_upernet.py).
+  hrformer_official   PATH is an official HRFormer checkpoint (github.com/HRNet/HRFormer:
+                      ImageNet `hrt_small.pth` / `hrt_base.pth`, or a segmentation one): its
+                      backbone, encoder only; CFG required (see hrformer.py).
+  big_vision_vit      PATH is a big_vision / AugReg ViT `.npz` (e.g. gs://vit_models/augreg/
+                      L_16-i21k-*.npz): the ViT backbone, encoder only; CFG required (see
+                      big_vision.py).
+  hf_maskformer       PATH is an HF MaskFormerForInstanceSegmentation directory (ResNet or
+                      Swin backbone): the whole model (see hf_maskformer.py).
 
 DIR becomes a normal segjax checkpoint: `--config.init_from=DIR` loads it (an encoder-only DIR
 leaves the heads fresh) and `python -m segjax.main --mode=evaluate --workdir=DIR` evaluates a
@@ -33,6 +44,10 @@ from absl import app, flags, logging
 from segjax import checkpoint as ckpt_lib
 from segjax import models
 from segjax.convert import hf_backbone, hf_segformer, mmseg, torch_layout
+from segjax.convert import big_vision
+from segjax.convert import hf_upernet
+from segjax.convert import hrformer
+from segjax.convert import hf_maskformer
 from segjax.errors import CheckpointError, ConfigError, SegjaxError
 from segjax.tools.config_file import REPO, load_config_file
 
@@ -92,6 +107,10 @@ READERS = {
     "torchvision_resnet": _imagenet_resnet,
     "mmcv_resnet": _imagenet_resnet,
     "hf_backbone": hf_backbone.read,
+    "big_vision_vit": big_vision.read,
+    "hf_upernet": hf_upernet.read,
+    "hrformer_official": hrformer.read,
+    "hf_maskformer": hf_maskformer.read,
 }
 
 

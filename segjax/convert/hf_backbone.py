@@ -15,6 +15,10 @@ from typing import Callable, Dict
 import numpy as np
 
 from segjax.convert import torch_layout
+from segjax.convert import hf_convnext, hf_swin
+from segjax.convert import hf_vit
+from segjax.convert import hf_pvt
+from segjax.convert import hf_poolformer
 from segjax.errors import CheckpointError, ConfigError
 from segjax.tools.config_file import load_config_file
 
@@ -22,6 +26,12 @@ from segjax.tools.config_file import load_config_file
 # {"params/backbone/...": array, "batch_stats/backbone/...": array}. One entry per family;
 # each function lives in that family's converter module.
 CONVERTERS: Dict[str, Callable[[Dict[str, np.ndarray], Dict, str], Dict[str, np.ndarray]]] = {
+    "swin": hf_swin.convert_backbone,
+    "convnext": hf_convnext.convert_backbone,
+    "vit": hf_vit.convert_backbone,
+    "pvt": hf_pvt.convert_backbone,
+    "pvt_v2": hf_pvt.convert_backbone_v2,
+    "poolformer": hf_poolformer.convert_backbone,
 }
 
 

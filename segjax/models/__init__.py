@@ -13,6 +13,7 @@ from segjax.models import backbones  # noqa: F401  (registers)
 from segjax.models import heads  # noqa: F401  (registers)
 from segjax.models import necks  # noqa: F401  (registers)
 from segjax.models import segmentor  # noqa: F401  (registers)
+from segjax.models import maskformer  # noqa: F401  (registers)
 from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS  # noqa: F401
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -233,3 +233,52 @@ class Scale(nn.Module):
   def __call__(self, x):
     scale = self.param("scale", nn.initializers.constant(self.init), (), jnp.float32)
     return x * scale.astype(x.dtype)
+
+
+def _cubic_weights(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) float32 matrix of PyTorch's bicubic interpolation along one axis.
+
+  torch's upsample_bicubic2d with align_corners=False: source x = (i + 0.5) * n_in / n_out
+  - 0.5 (not clamped), taps floor(x) - 1 .. floor(x) + 2 weighted by Keys' cubic kernel with
+  a = -0.75, tap indices clamped into [0, n_in - 1] (edge replication). Computed in float32
+  like torch's CPU kernel.
+  """
+  a = np.float32(-0.75)
+  scale = np.float32(n_in) / np.float32(n_out)
+  x = scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+  base = np.floor(x)
+  t = (x - base).astype(np.float32)
+
+  def near(d):  # |d| <= 1
+    return ((a + 2) * d - (a + 3)) * d * d + 1
+
+  def far(d):  # 1 < |d| < 2
+    return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+  taps = (far(t + 1), near(t), near(1 - t), far(2 - t))
+  weights = np.zeros((n_out, n_in), np.float32)
+  rows = np.arange(n_out)
+  for k, w in enumerate(taps):
+    idx = np.clip(base.astype(np.int64) - 1 + k, 0, n_in - 1)
+    np.add.at(weights, (rows, idx), w.astype(np.float32))
+  return weights
+
+
+def resize_bicubic(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bicubic resize of NHWC `x` to `size` (h, w), exactly PyTorch's
+  `F.interpolate(mode="bicubic", align_corners=False)` (no antialiasing).
+
+  Not jax.image.resize's "cubic": that uses Keys' kernel with a = -0.5 and renormalises the
+  weights at the border, where torch uses a = -0.75 and replicates edge pixels; the two differ
+  by a few percent of the signal. ViT position embeddings are resized with this to any input
+  size (mmseg's and HF's `interpolate_pos_encoding`). Two small matrix products with the
+  weight matrices of _cubic_weights, at full float32 precision.
+  """
+  h, w = int(size[0]), int(size[1])
+  if x.shape[1:3] == (h, w):
+    return x
+  wh = jnp.asarray(_cubic_weights(x.shape[1], h), x.dtype)
+  ww = jnp.asarray(_cubic_weights(x.shape[2], w), x.dtype)
+  hp = jax.lax.Precision.HIGHEST
+  x = jnp.einsum("oh,bhwc->bowc", wh, x, precision=hp)
+  return jnp.einsum("pw,bowc->bopc", ww, x, precision=hp)
