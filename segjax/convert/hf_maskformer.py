@@ -40,7 +40,7 @@ import numpy as np
 from segjax.convert import hf_swin, torch_layout
 from segjax.errors import CheckpointError
 from segjax.models.backbones import resnet
-from segjax.tools.config_file import REPO, load_config_file
+from segjax.tools.config_file import REPO
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 _GN = r"(0\.weight|1\.(weight|bias))"
@@ -212,13 +212,6 @@ def _renamed(state_dict: Dict[str, np.ndarray], renames) -> Dict[str, np.ndarray
   return out
 
 
-def read(input_path: str, config):
-  """The `READERS` entry of segjax.convert: (config, tensors, whole model? True)."""
-  hf_config, state_dict = torch_layout.load_hf_directory(input_path)
-  source = os.path.join(input_path, "config.json")
-  if config is None:
-    config = default_config_path(hf_config, source)
-  if isinstance(config, str):
-    config = load_config_file(config)
-  config = apply_hf_config(config, hf_config, source)
-  return config, convert_state_dict(state_dict, hf_config, input_path), True
+# The `READERS` entry of segjax.convert: (config, tensors, whole model? True).
+read = torch_layout.hf_whole_model_reader(default_config_path, apply_hf_config,
+                                          convert_state_dict)

@@ -30,7 +30,7 @@ import ml_collections
 
 from segjax.convert import hf_convnext, hf_swin, torch_layout
 from segjax.errors import CheckpointError
-from segjax.tools.config_file import REPO, load_config_file
+from segjax.tools.config_file import REPO
 
 _CBR = r"(conv\.weight|batch_norm\.(weight|bias|running_mean|running_var|num_batches_tracked))"
 HEAD_KNOWN = (
@@ -124,13 +124,6 @@ def convert_state_dict(state_dict, hf_config: Dict, source: str):
   return flat
 
 
-def read(input_path: str, config):
-  """The `READERS` entry of segjax.convert: (config, tensors, whole model? True)."""
-  hf_config, state_dict = torch_layout.load_hf_directory(input_path)
-  source = os.path.join(input_path, "config.json")
-  if config is None:
-    config = default_config_path(hf_config, source)
-  if isinstance(config, str):
-    config = load_config_file(config)
-  config = apply_hf_config(config, hf_config, source)
-  return config, convert_state_dict(state_dict, hf_config, input_path), True
+# The `READERS` entry of segjax.convert: (config, tensors, whole model? True).
+read = torch_layout.hf_whole_model_reader(default_config_path, apply_hf_config,
+                                          convert_state_dict)

@@ -13,7 +13,7 @@ reference); what differs is the leaf name and the array layout:
 import json
 import os
 import re
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -144,3 +144,23 @@ def load_hf_directory(path: str) -> Tuple[Dict, Dict[str, np.ndarray]]:
     sd = torch.load(bin_path, map_location="cpu", weights_only=True)
     return hf_config, {k: v.float().numpy() for k, v in sd.items()}
   raise CheckpointError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
+
+
+def hf_whole_model_reader(default_config: Callable, apply_hf_config: Callable,
+                          convert_state_dict: Callable) -> Callable:
+  """The segjax.convert `READERS` entry of an HF directory holding a whole segmentation model
+  (hf_upernet, hf_maskformer): the model from HF's config.json (`apply_hf_config(config,
+  hf_config, source)`), the recipe from --config or else `default_config(hf_config, source)`,
+  and `convert_state_dict(state_dict, hf_config, input_path)`. Returns (config, tensors, True).
+  """
+  def read(input_path: str, config):
+    from segjax.tools.config_file import load_config_file
+    hf_config, state_dict = load_hf_directory(input_path)
+    source = os.path.join(input_path, "config.json")
+    if config is None:
+      config = default_config(hf_config, source)
+    if isinstance(config, str):
+      config = load_config_file(config)
+    config = apply_hf_config(config, hf_config, source)
+    return config, convert_state_dict(state_dict, hf_config, input_path), True
+  return read

@@ -37,10 +37,16 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class EfficientSelfAttention(nn.Module):
-  """Multi-head attention whose keys/values come from a map shrunk sr_ratio times per side."""
+  """Multi-head attention whose keys/values come from a map shrunk sr_ratio times per side.
+
+  linear: PVT v2-Li's linear SRA (pvt_v2.py) instead: keys/values from the map average-pooled
+  to a fixed 7x7 grid (PyTorch's AdaptiveAvgPool2d, so any map size), then 1x1 conv `sr`,
+  LayerNorm `sr_norm` and GELU; sr_ratio is unused.
+  """
   num_heads: int
   sr_ratio: int
   eps: float
+  linear: bool = False
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -52,7 +58,12 @@ class EfficientSelfAttention(nn.Module):
     dense = functools.partial(layers.Dense, c, dtype=self.dtype)
     q = dense(name="query")(x).reshape(b, h * w, self.num_heads, d)
     kv = x
-    if self.sr_ratio > 1:
+    if self.linear:
+      kv = layers.adaptive_avg_pool(x, (7, 7))
+      kv = nn.Conv(c, (1, 1), dtype=self.dtype, name="sr")(kv)
+      kv = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="sr_norm")(kv)
+      kv = nn.gelu(kv, approximate=False)
+    elif self.sr_ratio > 1:
       kv = nn.Conv(c, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
                    dtype=self.dtype, name="sr")(kv)
       kv = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="sr_norm")(kv)
@@ -64,27 +75,34 @@ class EfficientSelfAttention(nn.Module):
 
 
 class MixFFN(nn.Module):
-  """Linear -> 3x3 depthwise conv -> GELU -> linear; the conv leaks position information."""
+  """Linear -> 3x3 depthwise conv -> GELU -> linear; the conv leaks position information.
+  linear: PVT v2-Li's ReLU after the first linear layer."""
   hidden: int
   dwconv_impl: str = "shift"
+  linear: bool = False
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     x = layers.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+    if self.linear:
+      x = nn.relu(x)
     x = layers.DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(x)
     x = nn.gelu(x, approximate=False)
     return layers.Dense(c, dtype=self.dtype, name="fc2")(x)
 
 
 class MiTBlock(nn.Module):
+  """x + attn(LN(x)), then x + MixFFN(LN(x)), with stochastic depth; `linear`: PVT v2-Li's
+  block (linear SRA, ReLU FFN)."""
   num_heads: int
   sr_ratio: int
   mlp_ratio: int
   drop_path: float
   eps: float
   dwconv_impl: str = "shift"
+  linear: bool = False
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -92,10 +110,10 @@ class MiTBlock(nn.Module):
     c = x.shape[-1]
     norm = functools.partial(nn.LayerNorm, epsilon=self.eps, dtype=self.dtype)
     drop = layers.DropPath(self.drop_path)
-    y = EfficientSelfAttention(self.num_heads, self.sr_ratio, self.eps, dtype=self.dtype,
-                               name="attn")(norm(name="norm1")(x))
+    y = EfficientSelfAttention(self.num_heads, self.sr_ratio, self.eps, self.linear,
+                               dtype=self.dtype, name="attn")(norm(name="norm1")(x))
     x = x + drop(y, deterministic=not train)
-    y = MixFFN(c * self.mlp_ratio, self.dwconv_impl, dtype=self.dtype,
+    y = MixFFN(int(c * self.mlp_ratio), self.dwconv_impl, self.linear, dtype=self.dtype,
                name="mlp")(norm(name="norm2")(x))
     return x + drop(y, deterministic=not train)
 

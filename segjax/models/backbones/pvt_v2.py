@@ -12,9 +12,9 @@ GELU) instead of the strided reduction conv, and a ReLU after the FFN's first la
           -> [overlap embed 3/2] -> blocks -> LN -> F4 (1/32)
 
 Returns the four NHWC maps (after each stage's LayerNorm, HF's hidden states and the official
-Semantic FPN backbone's outputs). The non-linear block is exactly SegFormer's MiT block, so
-mit.py's OverlapPatchEmbed and MiTBlock (attention `attn/{query,key,value,sr,sr_norm,proj}`,
-FFN `mlp/{fc1,dwconv,fc2}`) are used as they are; the stage level carries HF's names
+Semantic FPN backbone's outputs). The block is exactly SegFormer's MiT block, so mit.py's
+OverlapPatchEmbed and MiTBlock (attention `attn/{query,key,value,sr,sr_norm,proj}`, FFN
+`mlp/{fc1,dwconv,fc2}`; its `linear` switch is the B2-Li block) are used as they are; the stage level carries HF's names
 (`encoder/layers_{s}/{patch_embedding,blocks_{j},layer_norm}`), and segjax.convert.hf_pvt
 maps HF's block-level names onto MiT's. LayerNorm epsilon is HF's 1e-6 everywhere (the
 official code leaves PyTorch's 1e-5 in the patch embeddings and the reduction norm).
@@ -26,75 +26,10 @@ import flax.linen as nn
 import numpy as np
 
 from segjax.errors import ConfigError
-from segjax.models import layers
 from segjax.models.backbones import mit
 from segjax.models.registry import BACKBONES
 
 Dtype = Any
-
-
-class LinearSpatialReductionAttention(nn.Module):
-  """Linear SRA: keys/values from the map average-pooled to a fixed pool_size x pool_size grid
-  (PyTorch's AdaptiveAvgPool2d, so any map size), then 1x1 conv, LayerNorm and GELU. Names as
-  mit.EfficientSelfAttention's."""
-  num_heads: int
-  eps: float
-  pool_size: int = 7
-  dtype: Optional[Dtype] = None
-
-  @nn.compact
-  def __call__(self, x):
-    b, h, w, c = x.shape
-    if c % self.num_heads:
-      raise ConfigError(f"hidden size {c} is not a multiple of num_heads {self.num_heads}")
-    d = c // self.num_heads
-    dense = functools.partial(layers.Dense, c, dtype=self.dtype)
-    q = dense(name="query")(x).reshape(b, h * w, self.num_heads, d)
-    kv = layers.adaptive_avg_pool(x, (self.pool_size, self.pool_size))
-    kv = nn.Conv(c, (1, 1), dtype=self.dtype, name="sr")(kv)
-    kv = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="sr_norm")(kv.reshape(b, -1, c))
-    kv = nn.gelu(kv, approximate=False)
-    k = dense(name="key")(kv).reshape(b, -1, self.num_heads, d)
-    v = dense(name="value")(kv).reshape(b, -1, self.num_heads, d)
-    out = layers.dot_product_attention(q, k, v).reshape(b, h, w, c)
-    return dense(name="proj")(out)
-
-
-class LinearMixFFN(nn.Module):
-  """mit.MixFFN with a ReLU after the first linear layer (the linear variant's FFN)."""
-  hidden: int
-  dwconv_impl: str = "shift"
-  dtype: Optional[Dtype] = None
-
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    x = nn.relu(layers.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
-    x = layers.DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(x)
-    x = nn.gelu(x, approximate=False)
-    return layers.Dense(c, dtype=self.dtype, name="fc2")(x)
-
-
-class LinearPvtV2Block(nn.Module):
-  """mit.MiTBlock with linear SRA and the ReLU FFN (same names)."""
-  num_heads: int
-  mlp_ratio: int
-  drop_path: float
-  eps: float
-  dwconv_impl: str = "shift"
-  dtype: Optional[Dtype] = None
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    c = x.shape[-1]
-    norm = functools.partial(nn.LayerNorm, epsilon=self.eps, dtype=self.dtype)
-    drop = layers.DropPath(self.drop_path)
-    y = LinearSpatialReductionAttention(self.num_heads, self.eps, dtype=self.dtype,
-                                        name="attn")(norm(name="norm1")(x))
-    x = x + drop(y, deterministic=not train)
-    y = LinearMixFFN(int(c * self.mlp_ratio), self.dwconv_impl, dtype=self.dtype,
-                     name="mlp")(norm(name="norm2")(x))
-    return x + drop(y, deterministic=not train)
 
 
 class PvtV2EncoderLayer(nn.Module):
@@ -117,14 +52,9 @@ class PvtV2EncoderLayer(nn.Module):
     x = mit.OverlapPatchEmbed(self.hidden_size, self.patch_size, self.stride, self.eps,
                               dtype=self.dtype, name="patch_embedding")(x)
     for j in range(self.depth):
-      if self.linear:
-        block = LinearPvtV2Block(self.num_heads, self.mlp_ratio, self.drop_path_rates[j],
-                                 self.eps, self.dwconv_impl, dtype=self.dtype, name=f"blocks_{j}")
-      else:
-        block = mit.MiTBlock(self.num_heads, self.sr_ratio, self.mlp_ratio,
-                             self.drop_path_rates[j], self.eps, self.dwconv_impl,
-                             dtype=self.dtype, name=f"blocks_{j}")
-      x = block(x, train)
+      x = mit.MiTBlock(self.num_heads, self.sr_ratio, self.mlp_ratio, self.drop_path_rates[j],
+                       self.eps, self.dwconv_impl, self.linear, dtype=self.dtype,
+                       name=f"blocks_{j}")(x, train)
     return nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="layer_norm")(x)
 
 
