@@ -343,6 +343,12 @@ class Checkpointer:
     with _reading(mngr.directory / str(step), self._others_hint(step)):
       return step, self._restore_model(mngr, step, target, allow_missing)
 
+  def saved_collections(self, which: Union[str, int]) -> Tuple[str, ...]:
+    """The collections ("params", "batch_stats", "ema") of a step's saved model."""
+    mngr, step = self.resolve(which)
+    with _reading(mngr.directory / str(step), self._others_hint(step)):
+      return tuple(mngr.item_metadata(step)[MODEL].tree)
+
   def _restore_model(self, mngr, step: int, target, allow_missing: bool = False):
     source = str(epath.Path(mngr.directory) / str(step))
     saved = mngr.item_metadata(step)[MODEL].tree

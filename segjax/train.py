@@ -281,8 +281,15 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
     logging.info("resumed from %s at step %d", checkpointer.latest.directory, start_step)
   elif config.init_from:
     source = ckpt_lib.Checkpointer(config.init_from, read_only=True)
-    step, variables = source.restore_model("latest", state.variables, allow_missing=True)
-    state = state.replace(**variables)
+    # The run starts from the weights the checkpoint evaluates with: its average of the
+    # weights where it kept one (optim.ema_decay), whether or not this run keeps one.
+    target = {**state.variables, "ema": {"params": state.params}}
+    if "ema" not in source.saved_collections("latest"):
+      del target["ema"]
+    step, variables = source.restore_model("latest", target, allow_missing=True)
+    if "ema" in variables:
+      variables = {**variables, "params": variables["ema"]["params"]}
+    state = state.replace(**{k: v for k, v in variables.items() if k != "ema"})
     if state.ema is not None:  # the average starts from the loaded weights
       state = state.replace(ema={"params": jax.jit(lambda p: jax.tree.map(lambda x: x * 1, p))(
           state.params)})

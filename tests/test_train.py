@@ -471,3 +471,11 @@ def test_ema_of_weights_is_tracked_saved_and_evaluated(tmp_path):
   seg = Segmenter.from_workdir(workdir)
   np.testing.assert_array_equal(seg.variables["params"]["decode_head"]["classifier"]["kernel"],
                                 saved["ema"]["params"]["decode_head"]["classifier"]["kernel"])
+  # init_from it into a run that keeps no average starts from the average (one frozen step).
+  config = small_run_config(num_steps=1, eval_every=100, checkpoint_every=1)
+  config.init_from = workdir
+  config.optim.lr_mults = ((".*", 0.0),)
+  train.train_and_evaluate(config, str(tmp_path / "finetune"))
+  _, loaded = params_of(str(tmp_path / "finetune"), config)
+  assert set(loaded) == {"params", "batch_stats"}
+  jax.tree.map(np.testing.assert_array_equal, loaded["params"], saved["ema"]["params"])
