@@ -281,3 +281,12 @@ def test_config_errors_name_the_bad_key():
   with pytest.raises(ConfigError, match="32 channels do not split into 5 heads"):
     jax.eval_shape(lambda: hrformer.HRFormer(extra=extra).init(jax.random.key(0),
                                                                 jnp.zeros((1, 32, 32, 3))))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ocr_hrformer_s_city"])
+def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
+  """The recipe from its config file, shrunk (tests/test_zoo_training.py): one train step,
+  evaluation and a checkpoint through train.train_and_evaluate."""
+  from tests.test_zoo_training import check_recipe_trains_one_step_and_evaluates
+  check_recipe_trains_one_step_and_evaluates(name, tmp_path)

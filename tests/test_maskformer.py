@@ -299,3 +299,12 @@ def test_unknown_tensors_and_backbones_are_refused():
   bad = dict(hf_cfg, backbone_config={"model_type": "convnext"})
   with pytest.raises(CheckpointError, match="backbone model_type='convnext'"):
     hf_maskformer.convert_state_dict({}, bad, "x")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["maskformer_r50_ade", "maskformer_swin_t_ade"])
+def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
+  """The recipe from its config file, shrunk (tests/test_zoo_training.py): one train step,
+  evaluation and a checkpoint through train.train_and_evaluate."""
+  from tests.test_zoo_training import check_recipe_trains_one_step_and_evaluates
+  check_recipe_trains_one_step_and_evaluates(name, tmp_path)
