@@ -36,7 +36,7 @@ import numpy as np
 
 from segjax.errors import ConfigError
 from segjax.models import layers
-from segjax.models.backbones.hrnet import _conv_bn
+from segjax.models.backbones.hrnet import _conv_bn, transition
 from segjax.models.backbones.resnet import EXPANSION, Block
 from segjax.models.heads.psa_head import resize_align_corners
 from segjax.models.registry import BACKBONES
@@ -288,7 +288,7 @@ class HRFormer(nn.Module):
 
     offset = 0
     for s, cfg in enumerate(stages[1:], 2):
-      ys = _transition(ys, cfg["num_channels"], f"transition{s - 1}", bn_train, self.dtype)
+      ys = transition(ys, cfg["num_channels"], f"transition{s - 1}", bn_train, self.dtype)
       nb = cfg["num_blocks"][0]
       for m in range(cfg["num_modules"]):
         ys = HRFormerModule(
@@ -298,25 +298,6 @@ class HRFormer(nn.Module):
             dtype=self.dtype, name=f"stage{s}_{m}")(ys, train, bn_train)
       offset += nb * cfg["num_modules"]
     return tuple(ys)
-
-
-def _transition(ys, widths, name, train, dtype):
-  """Existing streams change width by a 3x3 conv where needed; each new, lower stream comes
-  from the lowest one by stride-2 3x3 convs (HRNet's transition, segjax's HRNet names)."""
-  out = []
-  for i, width in enumerate(widths):
-    if i < len(ys):
-      y = ys[i]
-      if y.shape[-1] != width:
-        y = _conv_bn(y, width, 3, 1, f"{name}_{i}", train, dtype, relu=True)
-    else:
-      y = ys[-1]
-      steps = i + 1 - len(ys)
-      for j in range(steps):
-        y = _conv_bn(y, width if j == steps - 1 else ys[-1].shape[-1], 3, 2,
-                     f"{name}_{i}_{j}", train, dtype, relu=True)
-    out.append(y)
-  return out
 
 
 BACKBONES.register("hrformer", HRFormer)

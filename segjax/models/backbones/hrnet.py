@@ -100,6 +100,26 @@ class HRModule(nn.Module):
     return tuple(outs)
 
 
+def transition(ys, widths, name, train, dtype):
+  """Existing branches change width by a 3x3 conv where needed; each new, lower branch comes
+  from the lowest one by stride-2 3x3 convs (mmseg's _make_transition_layer). Called inside a
+  compact module (HRNet, HRFormer), which owns the convs."""
+  out = []
+  for i, width in enumerate(widths):
+    if i < len(ys):
+      y = ys[i]
+      if y.shape[-1] != width:
+        y = _conv_bn(y, width, 3, 1, f"{name}_{i}", train, dtype, relu=True)
+    else:
+      y = ys[-1]
+      steps = i + 1 - len(ys)
+      for j in range(steps):
+        y = _conv_bn(y, width if j == steps - 1 else ys[-1].shape[-1], 3, 2,
+                     f"{name}_{i}_{j}", train, dtype, relu=True)
+    out.append(y)
+  return out
+
+
 class HRNet(nn.Module):
   """mmseg's HRNet; `extra` is its stage spec (see `hrnetv2_extra`)."""
   extra: Optional[Mapping[str, Any]] = None  # None: HRNetV2-W18
@@ -139,29 +159,11 @@ class HRNet(nn.Module):
 
     for s, cfg in enumerate(stages[1:], 2):
       widths = [c * EXPANSION[BLOCKS[cfg["block"]]] for c in cfg["num_channels"]]
-      ys = self._transition(ys, widths, f"transition{s - 1}", train)
+      ys = transition(ys, widths, f"transition{s - 1}", train, self.dtype)
       for m in range(cfg["num_modules"]):
         ys = HRModule(cfg["block"], tuple(cfg["num_blocks"]), tuple(cfg["num_channels"]),
                       dtype=self.dtype, name=f"stage{s}_{m}")(ys, train)
     return tuple(ys)
-
-  def _transition(self, ys, widths, name, train):
-    """Existing branches change width by a 3x3 conv where needed; each new, lower branch
-    comes from the lowest one by stride-2 3x3 convs (mmseg's _make_transition_layer)."""
-    out = []
-    for i, width in enumerate(widths):
-      if i < len(ys):
-        y = ys[i]
-        if y.shape[-1] != width:
-          y = _conv_bn(y, width, 3, 1, f"{name}_{i}", train, self.dtype, relu=True)
-      else:
-        y = ys[-1]
-        steps = i + 1 - len(ys)
-        for j in range(steps):
-          y = _conv_bn(y, width if j == steps - 1 else ys[-1].shape[-1], 3, 2,
-                       f"{name}_{i}_{j}", train, self.dtype, relu=True)
-      out.append(y)
-    return out
 
 
 BACKBONES.register("hrnet", HRNet)
