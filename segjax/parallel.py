@@ -13,7 +13,12 @@ process has failed, has stopped beating for `peer_timeout` seconds, or the coord
 (process 0) is gone. (When process 0 itself dies, JAX's own client usually ends the other
 processes first, within about a second, with "Terminating process because the JAX
 distributed service detected fatal errors"; its error callback cannot be replaced from
-Python in this JAX version.)
+Python in this JAX version. Likewise, when a process is killed on a host that stays up, its
+sockets close, and Gloo, the CPU collectives, may abort a peer that was mid-collective with
+its own "terminate called after throwing an instance of 'gloo::IoException' ... Connection
+closed by peer" (a known Gloo behaviour) before the heartbeat runs out. A CI machine once
+saw that SIGABRT seconds after a SIGKILL; on the 2-core development machine Gloo waits and
+the heartbeat ends the peer.)
 """
 import os
 import sys
