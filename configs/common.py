@@ -112,6 +112,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.flip = False  # also average horizontally flipped views
   c.eval.boundary_iou = True  # also Boundary IoU (2% of the diagonal); costs ~cumsums per class
   c.eval.checkpoint = "latest"  # latest | best | <step>, for --mode=evaluate
+  # DeepLab v1/v2's fully connected CRF on the predictions (segjax/crf.py), off unless
+  # --config.eval.crf.enabled=True; the other keys are DeepLab-CRF-LargeFOV's settings.
+  c.eval.crf = ml_collections.ConfigDict({
+      "enabled": False, "num_iterations": 10, "bi_w": 4.0, "bi_xy_std": 121.0,
+      "bi_rgb_std": 5.0, "pos_w": 3.0, "pos_xy_std": 3.0})
 
   c.predict = ml_collections.ConfigDict()
   c.predict.input = ""
@@ -422,6 +427,46 @@ def semantic_fpn_ade20k(backbone: dict, frozen: tuple = ()) -> ml_collections.Co
   c.train.num_steps = 40_000
   c.train.eval_every = 4_000
   c.train.checkpoint_every = 4_000
+  c.eval.batch_size = 8
+  c.eval.mode = "whole"
+  return c
+
+
+# The Caffe-era VGG-16 models on VOC (FCN, DeepLab v1, ParseNet, the dilation context module):
+# configs/{fcn32s,fcn16s,fcn8s,deeplabv1,parsenet,context}_vgg16_voc.py.
+
+
+def caffe_voc(model: ml_collections.ConfigDict, crop_size, batch_size: int, num_steps: int,
+              lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, flip: bool = True,
+              lr_mults=()) -> ml_collections.ConfigDict:
+  """VOC 2012 + SBD as those Caffe models train: no random rescaling or photometric
+  distortion, random `crop_size` crops padded with 255 where the image is smaller, optional
+  mirroring; whole-image test at the image's own size (VOC's images fit in 500x500). Caffe's
+  SGD: momentum, coupled L2 decay except on biases, biases at lr x2 (every layer's
+  `lr_mult: 2, decay_mult: 0`) after the model's own `lr_mults`; no warmup, constant lr
+  (configs set a step or poly decay on top)."""
+  c = voc_aug_config()
+  c.model = model
+  c.data.base_size = (500, 500)
+  c.data.ratio_range = (1.0, 1.0)
+  c.data.crop_size = tuple(crop_size)
+  c.data.cat_max_ratio = 1.0
+  c.data.flip_prob = 0.5 if flip else 0.0
+  c.data.photometric = False
+  c.optim.name = "sgd"
+  c.optim.lr = lr
+  c.optim.momentum = momentum
+  c.optim.weight_decay = weight_decay
+  c.optim.no_decay = ("bias$",)
+  c.optim.no_decay_norms = False
+  c.optim.lr_mults = tuple(lr_mults) + (("bias$", 2.0),)
+  c.optim.warmup_steps = 0
+  c.optim.poly_power = 0.0  # constant
+  c.optim.end_lr = 0.0
+  c.train.batch_size = batch_size
+  c.train.num_steps = num_steps
+  c.train.eval_every = num_steps // 10
+  c.train.checkpoint_every = num_steps // 10
   c.eval.batch_size = 8
   c.eval.mode = "whole"
   return c

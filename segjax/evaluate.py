@@ -15,6 +15,7 @@ Nothing is padded inside the model's view. To stay compiled, evaluation groups i
 images of one size are batched and sharded over all devices, and padding *examples* fill a
 group's last batch and count nowhere. Confusion matrices are summed on the host in int64.
 """
+import functools
 import json
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,13 +27,31 @@ from absl import logging
 from etils import epath
 
 from segjax import checkpoint as ckpt_lib
+from segjax import crf as crf_lib
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax import models, parallel
 from segjax import workdir as workdir_lib
 from segjax.data import pipeline, transforms
 from segjax.errors import ConfigError
-from segjax.models.layers import resize_bilinear
+from segjax.models.layers import resize_bilinear, resize_linear
+
+
+def spatial_dims(config) -> int:
+  """2 for images (data.crop_size (h, w)), 3 for volumes ((d, h, w): V-Net's CT/MRI), which
+  are predicted whole at their own size and scored voxel by voxel. Boundary IoU, slide
+  windows, test-time scales and flips are 2-D image protocols and refused or skipped there."""
+  n = len(config.data.crop_size)
+  if n not in (2, 3):
+    raise ConfigError(f"data.crop_size must be (h, w) or (d, h, w), got "
+                      f"{tuple(config.data.crop_size)}")
+  return n
+
+
+def input_shape(config) -> Tuple[int, ...]:
+  """(1, *data.crop_size, channels), the input a model is initialised with: the channels are
+  those data.mean normalises (3 for RGB images, 1 for single-channel volumes)."""
+  return (1, *(int(s) for s in config.data.crop_size), len(config.data.mean))
 
 
 def slide_windows(h: int, w: int, crop: Tuple[int, int], stride: Tuple[int, int]):
@@ -88,7 +107,7 @@ def _single_scale_fn(model, eval_cfg, num_classes: int) -> Callable:
   """Whole-image or sliding-window logits at the input size, for one scale."""
   def whole(variables, images):
     logits, _ = model.apply(variables, images, train=False)
-    return resize_bilinear(logits.astype(jnp.float32), images.shape[1:3])
+    return resize_linear(logits.astype(jnp.float32), images.shape[1:-1])
 
   if eval_cfg.mode == "whole":
     return whole
@@ -131,6 +150,11 @@ def paste_windows(logits: jax.Array, bhw, crop, stride) -> jax.Array:
 
 def test_scale(config) -> Tuple[int, ...]:
   """The (h, w) box images are resized into for testing: eval.scale, else data.base_size."""
+  if spatial_dims(config) == 3:
+    if config.eval.get("scale", ()):
+      raise ConfigError(f"eval.scale={tuple(config.eval.scale)}: volumes are predicted at their "
+                        "own size; set eval.scale=()")
+    return ()
   scale = tuple(config.eval.get("scale", ()) or ()) or tuple(config.data.base_size)
   if len(scale) != 2 or min(scale) <= 0:
     raise ConfigError(f"eval.scale must be (h, w) with positive sides (or () for "
@@ -153,14 +177,23 @@ class Predictor:
     self.scale = test_scale(config)
     self.compilations: List[str] = []
     self._seen = set()
+    # DeepLab's fully connected CRF on the labels (eval.crf; None = off): see `to_labels`.
+    self.crf = crf_lib.params_from_config(config.eval.get("crf"))
+    if self.crf is not None and len(config.data.crop_size) != 2:
+      raise ConfigError("eval.crf refines RGB images, not volumes: set eval.crf.enabled=False")
+    if spatial_dims(config) == 3 and (
+        config.eval.mode != "whole" or config.eval.get("flip", False)
+        or tuple(config.eval.get("scales", (1.0,))) != (1.0,)):
+      raise ConfigError("volumes are evaluated whole without test-time augmentation: set "
+                        "eval.mode='whole', eval.flip=False, eval.scales=(1.0,)")
     logits_fn = make_logits_fn(model, config.eval, self.num_classes)
     mean = jnp.asarray(config.data.mean, jnp.float32)
     std = jnp.asarray(config.data.std, jnp.float32)
     rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     self._logits = jax.jit(lambda variables, images: logits_fn(variables, (images - mean) / std),
                            in_shardings=(rep, shard), out_shardings=shard)
-    self._labels = jax.jit(to_labels, static_argnums=1, in_shardings=(shard,),
-                           out_shardings=shard)
+    self._labels = jax.jit(functools.partial(to_labels, crf=self.crf, mesh=mesh),
+                           static_argnums=1, in_shardings=(shard, shard), out_shardings=shard)
     # Sliding windows without test-time augmentation run as three programs, so that the
     # model compiles once per window size (every image larger than the window) rather than
     # once per image size: cut (per size), the model on fixed chunks of `eval.batch_size`
@@ -201,34 +234,61 @@ class Predictor:
   def logits(self, variables, images) -> jax.Array:
     """float32 0..255 images at the test size -> logits at that size."""
     if not self._split_slide:
-      self.note("model", tuple(images.shape[1:3]))
+      self.note("model", tuple(images.shape[1:-1]))
       return self._logits(variables, images)
     windows = self._cut(images)
     self.note("model", tuple(windows.shape[2:4]))
     chunks = tuple(self._forward(variables, windows[i]) for i in range(windows.shape[0]))
     return self._paste(chunks, tuple(images.shape[:3]))
 
-  def labels(self, logits, size: Sequence[int]) -> jax.Array:
-    """uint8 class ids at `size` (h, w), the original image size."""
-    self.note("labels", tuple(logits.shape[1:3]) + tuple(size))
-    return self._labels(logits, tuple(int(x) for x in size))
+  def labels(self, logits, size: Sequence[int], images=None) -> jax.Array:
+    """uint8 class ids at `size` (h, w), the original image size. `images`: the float32
+    0..255 images `logits` were predicted from, which eval.crf needs."""
+    if self.crf is not None and images is None:
+      raise ValueError("eval.crf is on: Predictor.labels needs the images")
+    self.note("labels", tuple(logits.shape[1:-1]) + tuple(size))
+    return self._labels(logits, tuple(int(x) for x in size), images)
 
   def note(self, kind: str, shape: Tuple[int, ...]) -> None:
     """Records (and logs) the first use of a program for a shape: a compilation. kind:
     "model" (shape: test size) or "labels"/"score" (test size + original size)."""
     if (kind, shape) not in self._seen:
       self._seen.add((kind, shape))
-      what = "x".join(map(str, shape[:2]))
+      half = len(shape) if kind == "model" else len(shape) // 2
+      what = "x".join(map(str, shape[:half]))
       if kind != "model":
-        what += " -> " + "x".join(map(str, shape[2:]))
+        what += " -> " + "x".join(map(str, shape[half:]))
       self.compilations.append(f"{kind} {what}")
       logging.info("compiling %s for %s", "inference" if kind == "model" else kind, what)
 
 
-def to_labels(logits: jax.Array, size: Tuple[int, int]) -> jax.Array:
+def to_labels(logits: jax.Array, size: Tuple[int, int], images: Optional[jax.Array] = None,
+              crf: Optional[crf_lib.CRFParams] = None, mesh=None) -> jax.Array:
   """Logits at any size -> uint8 class ids at `size`: bilinear resize first, then argmax
-  (mmseg's postprocess_result)."""
-  return jnp.argmax(resize_bilinear(logits, size), axis=-1).astype(jnp.uint8)
+  (mmseg's postprocess_result).
+
+  With `crf`, the argmax of the fully connected CRF's marginals (DeepLab v1/v2's
+  post-processing, segjax.crf) at `size`, refined against `images` (float32 0..255, the
+  images the logits were predicted from) resized to `size` as the logits are: the original
+  image itself when the test size is the original size, else that image resampled twice.
+  Every image is refined on its own, so a batch's padding examples touch no real one.
+  """
+  logits = resize_linear(logits, size)
+  if crf is not None:
+    logits = crf_marginals(logits, resize_bilinear(images, size), crf, mesh)
+  return jnp.argmax(logits, axis=-1).astype(jnp.uint8)
+
+
+def crf_marginals(logits: jax.Array, images: jax.Array, crf: crf_lib.CRFParams,
+                  mesh=None) -> jax.Array:
+  """segjax.crf.refine_logits of a batch; over a `mesh`, every device refines its own
+  images (a shard_map: a lax.map over the batch axis of a global array would gather it)."""
+  refine = functools.partial(crf_lib.refine_logits, params=crf)
+  if mesh is None:
+    return refine(logits, images)
+  spec = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+  return jax.shard_map(refine, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                       check_vma=False)(logits, images)  # no collectives inside
 
 
 class Evaluator:
@@ -243,25 +303,27 @@ class Evaluator:
     self.num_classes = config.data.num_classes
     parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
     self.predictor = Predictor(model, config, mesh)
-    self.boundary = bool(config.eval.get("boundary_iou", True))
+    # Boundary IoU's bands are 2-D (Cheng et al. define them on image masks): not on volumes.
+    self.boundary = bool(config.eval.get("boundary_iou", True)) and spatial_dims(config) == 2
     self._plan = None
     num_classes = self.num_classes
     boundary = self.boundary
+    crf = self.predictor.crf
 
-    def score(logits, labels, valid):
-      preds = to_labels(logits, labels.shape[1:3])
+    def score(logits, labels, valid, images):
+      preds = to_labels(logits, labels.shape[1:], images, crf, mesh)
       cm = metrics_lib.confusion_matrix(preds, labels, num_classes)
       counts = (metrics_lib.boundary_counts(preds, labels, num_classes) if boundary else ())
       return preds, cm, counts, jnp.sum(valid.astype(jnp.int32))
 
     rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    self._score = jax.jit(score, in_shardings=(shard, shard, shard),
+    self._score = jax.jit(score, in_shardings=(shard, shard, shard, shard),
                           out_shardings=(shard, rep, rep, rep))
 
     def step(variables, batch):
       logits = self.predictor.logits(variables, batch["image"])
-      self.predictor.note("score", tuple(logits.shape[1:3]) + tuple(batch["label"].shape[1:3]))
-      return self._score(logits, batch["label"], batch["valid"])
+      self.predictor.note("score", tuple(logits.shape[1:-1]) + tuple(batch["label"].shape[1:]))
+      return self._score(logits, batch["label"], batch["valid"], batch["image"])
 
     self._step = step
 
@@ -333,6 +395,13 @@ class Evaluator:
     out = []
     for i in np.flatnonzero(local["valid"])[:n]:
       label = local["label"][i]
+      if label.ndim == 3:  # a volume: its middle slice along depth, grey, min-max scaled
+        mid = label.shape[0] // 2
+        grey = local["image"][i][mid, ..., 0]
+        grey = (grey - grey.min()) * (255.0 / max(float(grey.max() - grey.min()), 1e-6))
+        out.append((np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8), label[mid],
+                    local_preds[i][mid]))
+        continue
       image = np.asarray(transforms.resize_image(local["image"][i], label.shape))
       out.append((np.clip(image + 0.5, 0, 255).astype(np.uint8), label, local_preds[i]))
     return out
@@ -393,9 +462,9 @@ def evaluate_workdir(config, workdir: str) -> Dict:
 def abstract_variables(model, config, mesh):
   """Shapes of a checkpoint's model item ({"params", "batch_stats"}, and "ema" when
   optim.ema_decay > 0), replicated over the mesh, without computing them."""
-  h, w = config.data.crop_size
   shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, h, w, 3), jnp.float32), train=False))
+      lambda: model.init(jax.random.key(0), jnp.zeros(input_shape(config), jnp.float32),
+                         train=False))
   shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
   if config.optim.get("ema_decay", 0.0) > 0:
     shapes["ema"] = {"params": shapes["params"]}

@@ -55,10 +55,12 @@ class Segmenter:
     return np.asarray(logits)
 
   def predict(self, images: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 class ids of uint8 NHWC images of one size."""
+    """(N, H, W) uint8 class ids of uint8 NHWC images of one size (refined by DeepLab's
+    fully connected CRF when the config's eval.crf is on, as evaluation does)."""
     images = _check(images)
-    logits = self.predictor.logits(self.variables, self.predictor.prepare(images))
-    return np.asarray(self.predictor.labels(logits, images.shape[1:3]))
+    prepared = self.predictor.prepare(images)
+    logits = self.predictor.logits(self.variables, prepared)
+    return np.asarray(self.predictor.labels(logits, images.shape[1:3], prepared))
 
 
 def _check(images) -> np.ndarray:

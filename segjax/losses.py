@@ -22,7 +22,7 @@ import optax
 
 from segjax.data.base import IGNORE_INDEX
 from segjax.errors import ConfigError
-from segjax.models.layers import resize_bilinear
+from segjax.models.layers import resize_linear
 from segjax.registry import Registry
 
 LOSSES = Registry("loss")
@@ -51,8 +51,10 @@ def _register(name: str):
 
 
 def _prepare(logits: jax.Array, labels: jax.Array):
-  """Logits at the labels' size in float32, int32 labels and the mask of supervised pixels."""
-  logits = resize_bilinear(logits, labels.shape[1:3]).astype(jnp.float32)
+  """Logits at the labels' size in float32, int32 labels and the mask of supervised pixels.
+
+  Images (B, h, w, C) or volumes (B, d, h, w, C): the resize is bi- or trilinear."""
+  logits = resize_linear(logits, labels.shape[1:]).astype(jnp.float32)
   labels = labels.astype(jnp.int32)
   return logits, labels, labels != IGNORE_INDEX
 
@@ -214,7 +216,8 @@ def focal(logits: jax.Array, labels: jax.Array, gamma: float = 2.0, alpha=0.5,
 
 @_register("dice")
 def dice(logits: jax.Array, labels: jax.Array, use_sigmoid: bool = True, activate: bool = True,
-         naive_dice: bool = False, eps: float = 1e-3) -> jax.Array:
+         naive_dice: bool = False, eps: float = 1e-3, per_class: bool = False,
+         include_background: bool = False) -> jax.Array:
   """Dice loss (Milletari et al., "V-Net", 2016): mmseg 1.2.2's DiceLoss.
 
   One dice coefficient per image over all its pixels and classes together, averaged over the
@@ -224,9 +227,19 @@ def dice(logits: jax.Array, labels: jax.Array, use_sigmoid: bool = True, activat
   pixel has an all-zero target but its prediction still counts in |P| (mmseg's one-hot drops
   255, not the pixel); mmseg's `ignore_index` option only drops a class channel of that index,
   which class 255 never is. (The 0.x `smooth` and `exponent` options are gone in 1.2.2.)
+
+  per_class (not in mmseg): the paper's own Dice instead, its eq. 1 D = 2 sum(p g) /
+  (sum(p^2) + sum(g^2)) for each (image, class) on its own, with ignored pixels left out of
+  both sums, and 1 - D averaged. Classes 1.. only by default: with 2 classes and
+  use_sigmoid=False that is V-Net's loss, the foreground's Dice on the softmax (mmseg's
+  joint coefficient above also sums the background channel). include_background: class 0
+  too (with several foreground classes the foreground terms alone leave the background no
+  term of its own). Logits may be images (B, h, w, C) or volumes (B, d, h, w, C).
   """
-  logits, labels, _ = _prepare(logits, labels)
+  logits, labels, valid = _prepare(logits, labels)
   num_classes = logits.shape[-1]
+  if include_background and not per_class:
+    raise ValueError("include_background applies to per_class=True only")
   if not activate:
     pred = logits
   elif use_sigmoid:
@@ -235,12 +248,22 @@ def dice(logits: jax.Array, labels: jax.Array, use_sigmoid: bool = True, activat
     pred = jax.nn.softmax(logits) if num_classes != 1 else logits
   # Class C (ignored pixels, clamped like mmseg) one-hot-encodes to all zeros.
   target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes), num_classes, dtype=jnp.float32)
-  a = jnp.sum(pred * target, axis=(1, 2, 3))
-  if naive_dice:
-    d = (2 * a + eps) / (jnp.sum(pred, axis=(1, 2, 3)) + jnp.sum(target, axis=(1, 2, 3)) + eps)
+  if per_class:
+    first = 0 if include_background else 1
+    if first >= num_classes:
+      raise ValueError("per_class without include_background needs a background class 0 and "
+                       "foreground classes 1.., but this output has 1 channel")
+    pred = pred[..., first:] * valid[..., None]
+    target = target[..., first:]
+    axes = tuple(range(1, logits.ndim - 1))  # the pixels: one coefficient per image and class
   else:
-    d = 2 * a / ((jnp.sum(pred * pred, axis=(1, 2, 3)) + eps) +
-                 (jnp.sum(target * target, axis=(1, 2, 3)) + eps))
+    axes = tuple(range(1, logits.ndim))  # pixels and classes: one coefficient per image
+  a = jnp.sum(pred * target, axis=axes)
+  if naive_dice:
+    d = (2 * a + eps) / (jnp.sum(pred, axis=axes) + jnp.sum(target, axis=axes) + eps)
+  else:
+    d = 2 * a / ((jnp.sum(pred * pred, axis=axes) + eps) +
+                 (jnp.sum(target * target, axis=axes) + eps))
   return jnp.mean(1.0 - d)
 
 

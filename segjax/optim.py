@@ -44,11 +44,17 @@ def warmup_poly_schedule(cfg, num_steps: int, lr_mult: float = 1.0) -> optax.Sch
   """Linear warmup from lr*warmup_start_factor to lr, then polynomial decay to end_lr.
 
   mmseg LinearLR(start_factor, end=warmup_steps) + PolyLR(power, eta_min=end_lr). As with
-  mmseg's eta_min, end_lr is absolute: the same floor for every lr_mult group.
+  mmseg's eta_min, end_lr is absolute: the same floor for every lr_mult group. With
+  `lr_step_size` > 0 (optional key) the decay is Caffe's "step" policy instead: lr times
+  `lr_step_gamma` (default 0.1) every lr_step_size steps after the warmup (DeepLab v1).
   """
   lr = cfg.lr * lr_mult
   warmup = min(cfg.warmup_steps, num_steps)
   decay = optax.polynomial_schedule(lr, cfg.end_lr, cfg.poly_power, max(num_steps - warmup, 1))
+  step_size = int(cfg.get("lr_step_size", 0))
+  if step_size > 0:  # instead of poly: Caffe's "step" policy, lr * gamma ** (step // size)
+    decay = optax.exponential_decay(lr, step_size, cfg.get("lr_step_gamma", 0.1),
+                                    staircase=True)
   if warmup == 0:
     return decay
   ramp = optax.linear_schedule(lr * cfg.warmup_start_factor, lr, warmup)
@@ -124,6 +130,9 @@ def make_optimizer(cfg, params, num_steps: int, layer_id: Optional[LayerId] = No
     raise ConfigError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")
   if cfg.lr <= 0:
     raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
+  if cfg.get("lr_step_size", 0) < 0 or not 0 < cfg.get("lr_step_gamma", 0.1) <= 1:
+    raise ConfigError(f"optim.lr_step_size must be >= 0 (0 = poly) and optim.lr_step_gamma in "
+                      f"(0, 1], got {cfg.get('lr_step_size')} and {cfg.get('lr_step_gamma')}")
   if not 0 <= cfg.get("ema_decay", 0.0) < 1:
     raise ConfigError(f"optim.ema_decay must be in [0, 1) (0 = off), got {cfg.ema_decay}")
   _check_layer_decay(cfg, layer_id, backbone_name)

@@ -98,12 +98,12 @@ def optimizer_for(model, config, num_steps: int):
 
 def init_state(model, config, mesh, tx_fn) -> TrainState:
   """Random initial state, created directly replicated over the mesh."""
-  h, w = config.data.crop_size
+  shape = eval_lib.input_shape(config)  # (1, h, w, 3) images, (1, d, h, w, 1) volumes
   rep = parallel.replicated(mesh)
 
   @functools.partial(jax.jit, out_shardings=rep)
   def init(rng):
-    variables = model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), train=False)
+    variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
     return variables["params"], variables.get("batch_stats", {})
 
   params, batch_stats = init(jax.random.key(config.seed))
@@ -314,9 +314,9 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   def run_eval(step):
     results, kept = evaluator(eval_lib.inference_variables(state.variables),
                               num_keep=config.train.num_overlays)
-    logging.info("eval step %d: mIoU %.4f  mAcc %.4f  aAcc %.4f  (%d images, %.1fs)", step,
-                 results["mIoU"], results["mAcc"], results["aAcc"], results["num_images"],
-                 results["seconds"])
+    logging.info("eval step %d: mIoU %.4f  mDice %.4f  mAcc %.4f  aAcc %.4f  (%d images, "
+                 "%.1fs)", step, results["mIoU"], results["mDice"], results["mAcc"],
+                 results["aAcc"], results["num_images"], results["seconds"])
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
                                 if isinstance(v, float) and k != "seconds"})
     if is_main:

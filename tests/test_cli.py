@@ -94,6 +94,12 @@ def test_every_config_loads_and_builds(name):
   doc = __import__(f"configs.{name}", fromlist=["x"]).__doc__
   assert "python -m segjax.main" in doc, f"configs/{name}.py docstring lacks its command"
   model = models.build_model(config)
+  if len(config.data.crop_size) == 3:  # a volume model (V-Net): (1, D, H, W, C) in, voxels out
+    shape = (1, *config.data.crop_size, len(config.data.mean))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
+    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape))[0], variables)
+    assert out.shape == shape[:-1] + (config.data.num_classes,)
+    return
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
   test_size = config.eval.scale or config.data.base_size
   for h, w in (config.data.crop_size, test_size):  # e.g. 512x1024 and 1024x2048

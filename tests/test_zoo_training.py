@@ -42,6 +42,7 @@ TINY_BACKBONES = {
     "hrformer": {"name": "hrformer", "extra": None, "dwconv_impl": "xla"},  # extra: below
     "resnet": {"name": "resnet", "depth": 18, "deep_stem": False, "stem_channels": 8,
                "base_channels": 8},
+    "vgg": {"name": "vgg", "widths": (8, 8, 8, 16, 16)},
 }
 # Head / decoder widths and sizes -> test values (the keys every head family uses).
 TINY_HEAD_KEYS = {"channels": 16, "ocr_channels": 8, "mla_channels": 8, "out_channels": 16,
@@ -60,7 +61,7 @@ CONFIGS = ["setr_naive_vitl_city", "setr_pup_vitl_city", "setr_mla_vitl_city",
 
 def _family(backbone_name: str) -> str:
   for family in ("pvt_v2", "pvt", "vit", "swin", "convnext", "poolformer", "hrformer",
-                 "resnet"):
+                 "resnet", "vgg"):
     if backbone_name.startswith(family):
       return family
   raise KeyError(backbone_name)
@@ -94,7 +95,8 @@ def tiny_run_config(name: str) -> ml_collections.ConfigDict:
   if family == "vit" and isinstance(backbone.get("out_indices"), (list, tuple)):
     tiny["out_indices"] = (0, 1, 2, 3)  # SETR's four layers of the 4-layer ViT
   keep = ("out_indices", "with_cls_token", "final_norm", "interpolate_mode", "layer_norm_eps",
-          "drop_path_rate", "norm_eval", "layer_scale_init_value")
+          "drop_path_rate", "norm_eval", "layer_scale_init_value",
+          "pools", "dilations", "ceil_mode", "norm")  # VGG's stage layout (DeepLab, dilation)
   model = _shrink({k: v for k, v in model.items() if k != "backbone"})
   model["backbone"] = {**{k: backbone[k] for k in keep if k in backbone}, **tiny}
   config.model = model

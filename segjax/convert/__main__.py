@@ -26,6 +26,10 @@ Formats:
                       big_vision.py).
   hf_maskformer       PATH is an HF MaskFormerForInstanceSegmentation directory (ResNet or
                       Swin backbone): the whole model (see hf_maskformer.py).
+  torchvision_vgg     PATH is torchvision's ImageNet `vgg16-*.pth` or `vgg16_bn-*.pth`: the
+                      13 convs (+ BN) into `backbone/conv1_1..conv5_3`, classifier.0 / .3
+                      into the model's fc6 / fc7 where it has them; CFG required (see
+                      torchvision_vgg.py).
 
 DIR becomes a normal segjax checkpoint: `--config.init_from=DIR` loads it (an encoder-only DIR
 leaves the heads fresh) and `python -m segjax.main --mode=evaluate --workdir=DIR` evaluates a
@@ -48,6 +52,7 @@ from segjax.convert import big_vision
 from segjax.convert import hf_upernet
 from segjax.convert import hrformer
 from segjax.convert import hf_maskformer
+from segjax.convert import torchvision_vgg
 from segjax.errors import CheckpointError, ConfigError, SegjaxError
 from segjax.tools.config_file import REPO, load_config_file
 
@@ -111,6 +116,7 @@ READERS = {
     "hf_upernet": hf_upernet.read,
     "hrformer_official": hrformer.read,
     "hf_maskformer": hf_maskformer.read,
+    "torchvision_vgg": torchvision_vgg.read,
 }
 
 

@@ -22,6 +22,11 @@ class Source:
   """Base class. Subclasses set `class_names`, `palette` and implement __len__/load/name."""
   class_names: Sequence[str] = ()
   palette: np.ndarray = None  # (num_classes, 3) uint8
+  # What `load` returns: images (H, W, 3) uint8; a volume source (CT, MRI: D, H, W, 1 float32)
+  # sets 3, 1, np.float32, and then `size` gives (D, H, W) (segjax/data/synthetic_volumes.py).
+  spatial_dims: int = 2
+  channels: int = 3
+  image_dtype = np.uint8
 
   def __len__(self) -> int:
     raise NotImplementedError

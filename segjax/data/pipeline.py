@@ -20,9 +20,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from segjax.data import transforms
+from segjax.data import transforms, transforms3d
 from segjax.data.base import IGNORE_INDEX, Source
-from segjax.errors import DataError
+from segjax.errors import ConfigError, DataError
 
 
 class _Loader:
@@ -51,9 +51,11 @@ class _Loader:
     return image, mask
 
   def tf_load(self, index):
-    image, mask = tf.numpy_function(self, [index], [tf.uint8, tf.uint8], stateful=False)
-    image.set_shape([None, None, 3])
-    mask.set_shape([None, None])
+    n = self.source.spatial_dims  # 2: images (H, W, 3) uint8; 3: volumes (D, H, W, C)
+    image, mask = tf.numpy_function(self, [index], [tf.as_dtype(self.source.image_dtype),
+                                                    tf.uint8], stateful=False)
+    image.set_shape([None] * n + [self.source.channels])
+    mask.set_shape([None] * n)
     return image, mask
 
 
@@ -101,7 +103,14 @@ def stream_positions(n: int, seed: int, global_batch: int, start_step: int,
 def train_batches(source: Source, data_cfg, *, seed: int, global_batch: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1
                   ) -> Iterator[Dict[str, np.ndarray]]:
-  """Infinite iterator of this host's training batches {"image", "label"} from start_step."""
+  """Infinite iterator of this host's training batches {"image", "label"} from start_step.
+
+  Volumes (a source with spatial_dims 3) take transforms3d's chain, images transforms'."""
+  if len(data_cfg.crop_size) != source.spatial_dims:
+    raise ConfigError(f"data.crop_size {tuple(data_cfg.crop_size)} must have "
+                      f"{source.spatial_dims} sides for the {source.spatial_dims}-D examples "
+                      f"of {data_cfg.name}")
+  augment = transforms3d.train_augment if source.spatial_dims == 3 else transforms.train_augment
   loader = _Loader(source)
   local = global_batch // process_count
   positions = functools.partial(stream_positions, len(source), seed, global_batch, start_step,
@@ -113,7 +122,7 @@ def train_batches(source: Source, data_cfg, *, seed: int, global_batch: int, sta
     image, mask = loader.tf_load(index)
     key = tf.random.experimental.stateless_fold_in(
         tf.stack([tf.constant(seed, tf.int64), epoch]), index)
-    image, mask = transforms.train_augment(image, mask, key, data_cfg)
+    image, mask = augment(image, mask, key, data_cfg)
     return {"image": image, "label": mask}
 
   ds = ds.map(example, num_parallel_calls=data_cfg.num_parallel_calls or tf.data.AUTOTUNE)
@@ -143,7 +152,9 @@ def plan_eval(source: Source, scale: Sequence[int], global_batch: int) -> List[E
   groups: Dict[Tuple, List[int]] = {}
   for i in range(len(source)):
     hw = tuple(int(x) for x in source.size(i))
-    groups.setdefault((transforms.keep_ratio_size(hw, scale), hw), []).append(i)
+    # No scale (volumes): predicted at their own size.
+    groups.setdefault((transforms.keep_ratio_size(hw, scale) if scale else hw, hw),
+                      []).append(i)
   plan = []
   for (input_size, label_size), indices in sorted(groups.items()):
     for k in range(0, len(indices), global_batch):
@@ -159,8 +170,10 @@ def eval_batches(source: Source, plan: Sequence[EvalBatch], *, process_index: in
 
   Host h takes the h-th contiguous slice of each global batch. Images are float32 in 0..255
   at the batch's input size (resized with transforms.resize_image; normalisation happens on
-  the device, as for Segmenter); labels are the original masks, never resized.
+  the device, as for Segmenter); labels are the original masks, never resized. Volumes
+  (D, H, W, C) are never resized: their plan's input size is their own.
   """
+  n = source.spatial_dims
   global_batch = len(plan[0].indices) if plan else process_count
   if global_batch % process_count:
     raise ValueError(f"eval batch {global_batch} is not divisible by {process_count} hosts")
@@ -173,27 +186,33 @@ def eval_batches(source: Source, plan: Sequence[EvalBatch], *, process_index: in
   def fits_plan(index, image, mask):
     del mask
     expected = planned[index]  # from Source.size when planning; not read a second time
-    if tuple(image.shape[:2]) != expected:
+    if tuple(image.shape[:n]) != expected and n == 3:
+      raise DataError(f"example {source.name(index)}: a volume of {image.shape[:3]} (DxHxW) "
+                      f"but its source's size says {expected}")
+    if tuple(image.shape[:n]) != expected:
       raise DataError(f"example {source.name(index)}: decoded as {image.shape[1]}x"
                       f"{image.shape[0]} (WxH) but its header says {expected[1]}x{expected[0]}")
 
   loader = _Loader(source, check=fits_plan)
 
   def example(row):
-    index, input_size, label_size = row[0], row[1:3], row[3:5]
+    index, input_size, label_size = row[0], row[1:1 + n], row[1 + n:]
 
     def real():
       image, mask = loader.tf_load(index)
+      if n == 3:
+        return tf.cast(image, tf.float32), mask
       return transforms.resize_image(image, tf.cast(input_size, tf.int32)), mask
 
     def pad():
-      return (tf.zeros(tf.concat([input_size, [3]], 0), tf.float32),
+      return (tf.zeros(tf.concat([input_size, [source.channels]], 0), tf.float32),
               tf.fill(label_size, tf.constant(IGNORE_INDEX, tf.uint8)))
 
     image, mask = tf.cond(index >= 0, real, pad)
     return {"image": image, "label": mask, "valid": index >= 0, "index": index}
 
-  ds = tf.data.Dataset.from_tensor_slices(tf.constant(rows, tf.int64, shape=[len(rows), 5]))
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(rows, tf.int64,
+                                                     shape=[len(rows), 1 + 2 * n]))
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local, drop_remainder=True).prefetch(2).with_options(_options())
   return iterate(ds, loader)

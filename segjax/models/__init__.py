@@ -14,6 +14,12 @@ from segjax.models import heads  # noqa: F401  (registers)
 from segjax.models import necks  # noqa: F401  (registers)
 from segjax.models import segmentor  # noqa: F401  (registers)
 from segjax.models import maskformer  # noqa: F401  (registers)
+from segjax.models import deeplab_v2  # noqa: F401  (registers)
+from segjax.models import unet  # noqa: F401  (registers)
+from segjax.models import unet_plusplus  # noqa: F401  (registers)
+from segjax.models import vnet  # noqa: F401  (registers)
+from segjax.models import segnet  # noqa: F401  (registers)
+from segjax.models import deconvnet  # noqa: F401  (registers)
 from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS  # noqa: F401
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -1,5 +1,5 @@
 """Building blocks shared by backbones and heads."""
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,19 @@ def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   if x.shape[1:3] == (h, w):
     return x
   return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), method="bilinear",
+                          antialias=False)
+
+
+def resize_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """`resize_bilinear` for images (B, H, W, C), its trilinear twin for volumes (B, D, H, W, C):
+  losses and evaluation resize logits of either rank with it. Half-pixel centres without
+  antialiasing, as torch's `F.interpolate(mode="trilinear", align_corners=False)`."""
+  size = tuple(int(s) for s in size)
+  if len(size) == 2:
+    return resize_bilinear(x, size)
+  if x.shape[1:-1] == size:
+    return x
+  return jax.image.resize(x, (x.shape[0],) + size + (x.shape[-1],), method="linear",
                           antialias=False)
 
 
@@ -282,3 +295,64 @@ def resize_bicubic(x: jax.Array, size: Sequence[int]) -> jax.Array:
   hp = jax.lax.Precision.HIGHEST
   x = jnp.einsum("oh,bhwc->bowc", wh, x, precision=hp)
   return jnp.einsum("pw,bowc->bopc", ww, x, precision=hp)
+
+
+def max_pool_with_indices(x: jax.Array, window: int = 2, stride: int = 2
+                          ) -> Tuple[jax.Array, jax.Array]:
+  """Max pooling of NHWC `x` that also returns where each maximum came from (`max_unpool`'s
+  input): the "switches" of SegNet's and DeconvNet's decoders.
+
+  Ceil mode, as Caffe pools (both papers' models are Caffe's) and as PyTorch's
+  `F.max_pool2d(..., ceil_mode=True)`: an odd side keeps its last row/column in a window of
+  its own, so (H, W) pools to (ceil(H / k), ceil(W / k)) and unpools back to exactly (H, W)
+  with no pixel dropped. Windows do not overlap (window == stride), which is what lets
+  `max_unpool` place values with a one-hot select instead of a scatter.
+
+  Returns (pooled, indices): indices are int32 flat positions h * W + w in the input plane,
+  PyTorch's convention (per image and channel), so they compare with and convert to torch's.
+  A tie goes to the first maximum in row-major window order (torch and Caffe alike). The
+  pooled values are selected at those indices, so the gradient reaches exactly that element
+  (jnp.max would split it among ties), through a select rather than a gather, whose
+  backward pass would be a scatter.
+  """
+  if window != stride:
+    raise ValueError(f"max_pool_with_indices needs non-overlapping windows (window == stride), "
+                     f"got window {window}, stride {stride}")
+  k = int(window)
+  _, h, w, _ = x.shape
+  oh, ow = -(-h // k), -(-w // k)
+  x = jnp.pad(x, ((0, 0), (0, oh * k - h), (0, ow * k - w), (0, 0)), constant_values=-jnp.inf)
+  # (B, oh, ow, C, k*k): the window's elements in row-major order.
+  windows = jnp.stack([x[:, dy::k, dx::k, :] for dy in range(k) for dx in range(k)], axis=-1)
+  local = jnp.argmax(windows, axis=-1)
+  chosen = local[..., None] == jnp.arange(k * k)
+  pooled = jnp.sum(jnp.where(chosen, windows, jnp.zeros((), x.dtype)), axis=-1)
+  rows = jnp.arange(oh, dtype=jnp.int32)[:, None, None] * k + local // k
+  cols = jnp.arange(ow, dtype=jnp.int32)[None, :, None] * k + local % k
+  return pooled, (rows * w + cols).astype(jnp.int32)
+
+
+def max_unpool(x: jax.Array, indices: jax.Array, output_hw: Sequence[int],
+               window: int = 2) -> jax.Array:
+  """The inverse of `max_pool_with_indices`: each value of NHWC `x` goes back to the position
+  its max came from, zeros elsewhere, in an (output_hw) map (the pre-pool size).
+
+  PyTorch's `F.max_unpool2d(x, indices, window, output_size=output_hw)` for indices from
+  `max_pool_with_indices` with the same window. Computed as a one-hot select per window
+  position (no scatter: deterministic, fast on TPU); the gradient w.r.t. `x` reads the
+  output's gradient at the indices. Indices from anywhere else (outside their own window)
+  are not supported.
+  """
+  k = int(window)
+  h, w = int(output_hw[0]), int(output_hw[1])
+  b, oh, ow, c = x.shape
+  if (oh, ow) != (-(-h // k), -(-w // k)) or indices.shape != x.shape:
+    raise ValueError(f"max_unpool: a {oh}x{ow} map with indices {indices.shape} does not come "
+                     f"from pooling {h}x{w} by {k}")
+  rows = indices // w - jnp.arange(oh, dtype=indices.dtype)[:, None, None] * k
+  cols = indices % w - jnp.arange(ow, dtype=indices.dtype)[None, :, None] * k
+  local = rows * k + cols
+  zero = jnp.zeros((), x.dtype)
+  out = jnp.stack([jnp.where(local == j, x, zero) for j in range(k * k)], axis=-1)
+  out = out.reshape(b, oh, ow, c, k, k).transpose(0, 1, 4, 2, 5, 3).reshape(b, oh * k, ow * k, c)
+  return out[:, :h, :w, :]

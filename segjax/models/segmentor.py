@@ -133,3 +133,19 @@ def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
 
 
 MODELS.register("encoder_decoder", build_encoder_decoder)
+
+
+def encoder_decoder_with(head: str):
+  """A MODELS entry for a paper's model that is EncoderDecoder with the decode head `head`
+  (`MODELS.register("ocnet", encoder_decoder_with("oc_head"))`), so a config names the paper:
+  `{"name": "ocnet", "backbone": {...}, "decode_head": {"oc_type": "asp"}}`.
+
+  `decode_head` holds the head's arguments and may leave out its name (absent: the head with
+  its defaults); a config that names another head gets an EncoderDecoder with that one, as
+  the registry walk of tests/test_models.py builds every model with the test config's head.
+  """
+  def build(num_classes: int, backbone, decode_head=None, neck=None, auxiliary_head=(),
+            dtype: Any = None) -> EncoderDecoder:
+    return build_encoder_decoder(num_classes, backbone, {"name": head, **(decode_head or {})},
+                                 neck, auxiliary_head, dtype)
+  return build

@@ -19,34 +19,36 @@ from segjax import models
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-flags.DEFINE_list("size", None, "h,w of the input (default: config.data.crop_size).")
+flags.DEFINE_list("size", None, "h,w of the input, or d,h,w of a volume (default: "
+                  "config.data.crop_size).")
 
 
 def summarize(config, size=None):
   model = models.build_model(config)
-  h, w = size or config.data.crop_size
-  x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  size = tuple(int(s) for s in (size or config.data.crop_size))  # (h, w), or (d, h, w)
+  x = jax.ShapeDtypeStruct((1, *size, len(config.data.mean)), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
   per_module = {k: sum(int(p.size) for p in jax.tree.leaves(v))
                 for k, v in variables["params"].items()}
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   cost = fwd.lower(variables, x).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", 0.0))
-  return per_module, flops, (h, w)
+  return per_module, flops, size
 
 
 def main(argv):
   del argv
   size = tuple(int(s) for s in FLAGS.size) if FLAGS.size else None
-  per_module, flops, (h, w) = summarize(FLAGS.config, size)
+  per_module, flops, size = summarize(FLAGS.config, size)
+  shown = "x".join(map(str, size))
   total = sum(per_module.values())
   for name, n in per_module.items():
     print(f"{name:<24} {n:>14,}")
   print(f"{'total':<24} {total:>14,}")
-  print(f"forward at {h}x{w}: {flops / 1e9:.2f} GFLOPs (XLA) = {flops / 2e9:.2f} GMACs")
+  print(f"forward at {shown}: {flops / 1e9:.2f} GFLOPs (XLA) = {flops / 2e9:.2f} GMACs")
   print(json.dumps({"params": total, "gflops": round(flops / 1e9, 3),
-                    "gmacs": round(flops / 2e9, 3), "size": [h, w]}))
+                    "gmacs": round(flops / 2e9, 3), "size": list(size)}))
 
 
 if __name__ == "__main__":
