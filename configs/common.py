@@ -4,6 +4,8 @@ Field reference (also in the README):
   seed                     RNG seed of init, dropout and the data order.
   init_from                checkpoint dir (a workdir or segjax.convert output) whose model
                            params initialise a fresh run; params it lacks stay random.
+  compile_cache_dir        persistent compilation cache ("" = <workdir's parent>/.jax_cache,
+                           "off" = none); see segjax/runtime.py.
   data.*                   dataset, augmentation and eval canvas; see segjax/data.
   model.*                  registry names + constructor arguments; see segjax/models.
   optim.*                  AdamW or SGD, per-parameter lr multipliers / weight-decay
@@ -22,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.init_from = ""
+  # Compiled programs are kept here and reused by later runs, resumes and evaluations
+  # (segjax/runtime.py): "" = <workdir's parent>/.jax_cache, "off" = no cache.
+  c.compile_cache_dir = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "synthetic"  # a segjax.data.DATASETS name (see the dataset recipes below)
@@ -87,6 +92,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 8  # global, over all devices and hosts
+  # Micro-batches per step (gradients averaged, one update): batch_size / grad_accum images
+  # are in memory at a time. batch_size must be a multiple of devices x grad_accum.
+  c.train.grad_accum = 1
+  # Backward-pass recomputation per backbone block, memory for speed (segjax.models.layers.
+  # REMAT_POLICIES): "none", "block" (keep matmul/conv outputs) or "full" (keep block inputs).
+  c.train.remat = "none"
   c.train.num_steps = 160_000
   c.train.log_every = 50
   c.train.eval_every = 16_000

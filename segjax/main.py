@@ -58,7 +58,7 @@ def run(config, workdir: str, mode: str):
   import tensorflow as tf
 
   from segjax import checkpoint as ckpt_lib
-  from segjax import evaluate, predict, train
+  from segjax import evaluate, predict, runtime, train
   from segjax.errors import ConfigError
 
   tf.config.set_visible_devices([], "GPU")  # tf.data only; keep TF off the accelerators
@@ -69,8 +69,9 @@ def run(config, workdir: str, mode: str):
     config = checkpointer.saved_config("latest")
     checkpointer.close()
     logging.info("using the config saved in %s", workdir)
-  logging.info("segjax %s on %s: %d device(s), process %d/%d", mode, jax.default_backend(),
-               jax.device_count(), jax.process_index(), jax.process_count())
+  logging.info("segjax %s, process %d/%d", mode, jax.process_index(), jax.process_count())
+  runtime.check_backend(config)
+  runtime.enable_compile_cache(config, workdir)
   if mode == "train":
     return train.train_and_evaluate(config, workdir)
   if mode == "evaluate":

@@ -47,24 +47,63 @@ class TrainState(flax.struct.PyTreeNode):
     return variables
 
 
-def make_train_step(model, tx, aux_weights, ema_decay: float = 0.0):
-  """train_step(state, batch, rng) -> (state, metrics), a pure function to jit."""
+def make_train_step(model, tx, aux_weights, ema_decay: float = 0.0, grad_accum: int = 1):
+  """train_step(state, batch, rng) -> (state, metrics), a pure function to jit.
+
+  grad_accum > 1 splits the batch into that many micro-batches, run one after the other in a
+  `lax.scan` (one at a time in memory), and steps once on the mean of their losses' gradients
+  (mmengine's `accumulative_counts`). That is the whole batch's update when the model has no
+  BatchNorm and the loss is a mean over as many labelled pixels in each micro-batch (always
+  so without ignored pixels, or with avg_non_ignore=False). Otherwise it is close, not
+  equal: BatchNorm normalises each micro-batch by its own statistics and updates its running
+  averages once per micro-batch, as k forward passes of PyTorch would; a micro-batch with
+  fewer labelled pixels weighs as much as one with more; batch-level losses such as Dice or
+  Lovász see one micro-batch at a time.
+  Micro-batch j holds rows j, j + k, j + 2k, ... of the batch, so every device keeps its own
+  rows: nothing moves between devices.
+  """
+
+  def loss_fn(params, batch_stats, image, label, rng):
+    (logits, aux), updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, image, train=True,
+        rngs={"dropout": rng}, mutable=["batch_stats"])
+    if hasattr(model, "training_loss"):  # a model with its own criterion (MaskFormer's)
+      loss, parts = model.training_loss(logits, aux, label)
+    else:
+      loss, parts = losses.segmentation_loss(logits, aux, label, aux_weights,
+                                             getattr(model, "output_losses", ()))
+    return loss, (updates.get("batch_stats", {}), parts)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulated_grads(state, batch, rng):
+    k = grad_accum
+
+    def micro(x):  # (B, ...) -> (k, B/k, ...): micro-batch j = rows j, j + k, ...
+      return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+    def one(carry, xs):
+      batch_stats, grads_sum = carry
+      j, image, label = xs
+      (loss, (batch_stats, parts)), grads = grad_fn(
+          state.params, batch_stats, image, label, jax.random.fold_in(rng, j))
+      grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+      return (batch_stats, grads_sum), (loss, parts)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (batch_stats, grads_sum), (loss, parts) = jax.lax.scan(
+        one, (state.batch_stats, zeros),
+        (jnp.arange(k), micro(batch["image"]), micro(batch["label"])))
+    grads = jax.tree.map(lambda g: g / k, grads_sum)
+    return jnp.mean(loss), batch_stats, jax.tree.map(jnp.mean, parts), grads
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-
-    def loss_fn(params):
-      (logits, aux), updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-          rngs={"dropout": rng}, mutable=["batch_stats"])
-      if hasattr(model, "training_loss"):  # a model with its own criterion (MaskFormer's)
-        loss, parts = model.training_loss(logits, aux, batch["label"])
-      else:
-        loss, parts = losses.segmentation_loss(logits, aux, batch["label"], aux_weights,
-                                               getattr(model, "output_losses", ()))
-      return loss, (updates, parts)
-
-    (loss, (updates, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if grad_accum == 1:
+      (loss, (batch_stats, parts)), grads = grad_fn(
+          state.params, state.batch_stats, batch["image"], batch["label"], rng)
+    else:
+      loss, batch_stats, parts, grads = accumulated_grads(state, batch, rng)
     opt_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, opt_updates)
     ema = state.ema
@@ -72,7 +111,7 @@ def make_train_step(model, tx, aux_weights, ema_decay: float = 0.0):
       ema = {"params": jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                                     ema["params"], params)}
     new_state = state.replace(step=state.step + 1, params=params, ema=ema,
-                              batch_stats=updates.get("batch_stats", {}), opt_state=opt_state)
+                              batch_stats=batch_stats, opt_state=opt_state)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **parts}
     return new_state, metrics
 
@@ -83,7 +122,8 @@ def jit_train_step(model, tx, config, mesh, donate: bool = True):
   """make_train_step jitted over `mesh`: state and rng replicated, batch split on "data"."""
   aux_weights = model.aux_loss_weights  # one per auxiliary output (segjax.models.segmentor)
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  step_fn = make_train_step(model, tx, aux_weights, config.optim.get("ema_decay", 0.0))
+  step_fn = make_train_step(model, tx, aux_weights, config.optim.get("ema_decay", 0.0),
+                            config.train.get("grad_accum", 1))
   return jax.jit(step_fn, in_shardings=(rep, shard, rep),
                  out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
 
@@ -247,7 +287,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
+  grad_accum = config.train.get("grad_accum", 1)
+  if grad_accum < 1:
+    raise ConfigError(f"train.grad_accum must be >= 1, got {grad_accum}")
+  if config.train.batch_size % grad_accum:
+    raise ConfigError(f"train.batch_size={config.train.batch_size} must be a multiple of "
+                      f"train.grad_accum={grad_accum}")
+  parallel.check_batch_size(config.train.batch_size // grad_accum, mesh,
+                            f"train.batch_size / train.grad_accum ({grad_accum})")
   num_steps = config.train.num_steps
   if num_steps <= 0:
     raise ConfigError(f"train.num_steps must be positive, got {num_steps}")

@@ -81,6 +81,32 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
+def _save_matmuls(prim, *_, **__) -> bool:
+  """jax.checkpoint policy: keep the outputs of matrix products and convolutions, recompute
+  the rest (norms, activations, softmax, residual adds) in the backward pass."""
+  return prim in (jax.lax.dot_general_p, jax.lax.conv_general_dilated_p)
+
+
+# train.remat: how much of each backbone block the backward pass recomputes instead of keeping.
+REMAT_POLICIES = {
+    "none": None,  # keep every intermediate (fastest, most memory)
+    "block": _save_matmuls,  # keep matmul/conv outputs of each block, recompute the rest
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only each block's input
+}
+
+
+def remat(block_cls, policy: str):
+  """`block_cls`, or the same module recomputed in the backward pass under a REMAT_POLICIES
+  policy (flax's lifted jax.checkpoint; parameter names and values are unchanged, so
+  checkpoints do not depend on it). Blocks are called as `block(x, train)`: `train` is a
+  Python bool, static for the checkpoint."""
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat policy must be one of {sorted(REMAT_POLICIES)}, got {policy!r}")
+  if REMAT_POLICIES[policy] is None:
+    return block_cls
+  return nn.remat(block_cls, policy=REMAT_POLICIES[policy], static_argnums=(2,))
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops the whole residual branch per sample (needs rng 'dropout')."""
   rate: float
@@ -99,14 +125,15 @@ class DepthwiseConv(nn.Module):
   """k x k depthwise convolution, stride 1, 'same' padding, optionally dilated and biased.
 
   Params are stored as a flax Conv kernel of shape (k, k, 1, C), so checkpoints do not depend
-  on `impl`. impl="shift" computes the convolution as k*k shifted multiply-adds, which XLA
-  fuses into one loop; on CPU it ran several times faster than XLA's grouped convolution,
+  on `impl`. impl="auto" (the default) is "shift" on CPU and "xla" on TPU/GPU, chosen when
+  the module is traced. impl="shift" computes the convolution as k*k shifted multiply-adds,
+  which XLA fuses into one loop; on CPU it ran several times faster than XLA's grouped convolution,
   above all in the backward pass (segjax/tools/benchmark.py: DeepLabv3+ R50-D8 train step).
   impl="xla" uses `lax.conv_general_dilated` with feature_group_count=C, the better choice
   on TPU/GPU.
   """
   kernel_size: int = 3
-  impl: str = "shift"
+  impl: str = "auto"
   dilation: int = 1
   use_bias: bool = True
   dtype: Optional[Dtype] = None
@@ -120,11 +147,14 @@ class DepthwiseConv(nn.Module):
     x = x.astype(dtype)
     kernel = kernel.astype(dtype)
     p = d * (k // 2)
-    if self.impl == "xla":
+    impl = self.impl
+    if impl == "auto":
+      impl = "shift" if jax.default_backend() == "cpu" else "xla"
+    if impl == "xla":
       y = jax.lax.conv_general_dilated(
           x, kernel, window_strides=(1, 1), padding=((p, p), (p, p)), rhs_dilation=(d, d),
           dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
-    elif self.impl == "shift":
+    elif impl == "shift":
       h, w = x.shape[1], x.shape[2]
       xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
       y = None
@@ -133,7 +163,7 @@ class DepthwiseConv(nn.Module):
           term = xp[:, i * d:i * d + h, j * d:j * d + w, :] * kernel[i, j, 0]
           y = term if y is None else y + term
     else:
-      raise ValueError(f"DepthwiseConv impl must be 'shift' or 'xla', got {self.impl!r}")
+      raise ValueError(f"DepthwiseConv impl must be 'auto', 'shift' or 'xla', got {self.impl!r}")
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32).astype(dtype)
     return y
@@ -154,7 +184,7 @@ class ConvBNAct(nn.Module):
   groups: int = 1
   norm: bool = True
   activation: Optional[Callable] = nn.relu
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact

@@ -36,7 +36,7 @@ class ConvNextLayer(nn.Module):
   """One ConvNeXt block (HF's ConvNextLayer). layer_scale_init_value 0 = no layer scale."""
   drop_path: float
   layer_scale_init_value: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -60,7 +60,7 @@ class ConvNextStage(nn.Module):
   drop_paths: Sequence[float]
   downsample: bool
   layer_scale_init_value: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -80,7 +80,7 @@ class ConvNextEncoder(nn.Module):
   depths: Sequence[int]
   drop_path_rate: float
   layer_scale_init_value: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -122,7 +122,7 @@ class ConvNeXt(nn.Module):
   # overwritten by the ImageNet checkpoint either way).
   layer_scale_init_value: float = 1e-6
   out_norms: bool = True
-  dwconv_impl: str = "shift"  # layers.DepthwiseConv: "shift" (CPU) or "xla" (TPU/GPU)
+  dwconv_impl: str = "auto"  # layers.DepthwiseConv: "auto", "shift" (CPU) or "xla"
   dtype: Optional[Dtype] = None
 
   @nn.compact

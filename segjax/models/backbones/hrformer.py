@@ -129,7 +129,7 @@ class MlpDWBN(nn.Module):
   """The FFN: 1x1 -> BN -> GELU -> 3x3 depthwise -> BN -> GELU -> 1x1 -> BN -> GELU (the
   official MlpDWBN; its 1x1 convs are per-token linear layers here)."""
   hidden: int
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -150,7 +150,7 @@ class TransformerBlock(nn.Module):
   window_size: int
   mlp_ratio: float
   drop_path: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -185,7 +185,7 @@ class HRFormerModule(nn.Module):
   num_window_sizes: Sequence[int]
   num_mlp_ratios: Sequence[float]
   drop_paths: Sequence[float]  # per block index, shared by every stream
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -259,7 +259,7 @@ class HRFormer(nn.Module):
   extra: Optional[Mapping[str, Any]] = None  # None: HRFormer-S
   drop_path_rate: float = 0.2  # the official HRT_SMALL / HRT_BASE default
   norm_eval: bool = False  # every BN uses its running statistics, also in training
-  dwconv_impl: str = "shift"  # layers.DepthwiseConv: "xla" on TPU/GPU
+  dwconv_impl: str = "auto"  # layers.DepthwiseConv: "auto", "shift" or "xla"
   dtype: Optional[Dtype] = None
 
   @nn.compact

@@ -78,7 +78,7 @@ class MixFFN(nn.Module):
   """Linear -> 3x3 depthwise conv -> GELU -> linear; the conv leaks position information.
   linear: PVT v2-Li's ReLU after the first linear layer."""
   hidden: int
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   linear: bool = False
   dtype: Optional[Dtype] = None
 
@@ -101,7 +101,7 @@ class MiTBlock(nn.Module):
   mlp_ratio: int
   drop_path: float
   eps: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   linear: bool = False
   dtype: Optional[Dtype] = None
 
@@ -130,11 +130,15 @@ class MixTransformer(nn.Module):
   drop_path_rate: float = 0.1
   # The paper's implementation (mmseg) uses 1e-6; HF transformers' port uses 1e-5.
   layer_norm_eps: float = 1e-6
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
+  # train.remat: "none" | "block" | "full", each block recomputed in the backward pass
+  # (layers.REMAT_POLICIES); set by segjax.models.build_model from config.train.remat.
+  remat: str = "none"
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    block_cls = layers.remat(MiTBlock, self.remat)
     # Stochastic depth grows linearly from 0 to drop_path_rate over all blocks.
     rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
     features = []
@@ -143,9 +147,9 @@ class MixTransformer(nn.Module):
       x = OverlapPatchEmbed(self.hidden_sizes[s], self.patch_sizes[s], self.strides[s],
                             self.layer_norm_eps, dtype=self.dtype, name=f"patch_embed{s}")(x)
       for j in range(self.depths[s]):
-        x = MiTBlock(self.num_heads[s], self.sr_ratios[s], self.mlp_ratio, rates[block],
-                     self.layer_norm_eps, self.dwconv_impl, dtype=self.dtype,
-                     name=f"block{s}_{j}")(x, train)
+        x = block_cls(self.num_heads[s], self.sr_ratios[s], self.mlp_ratio, rates[block],
+                      self.layer_norm_eps, self.dwconv_impl, dtype=self.dtype,
+                      name=f"block{s}_{j}")(x, train)
         block += 1
       x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=f"norm{s}")(x)
       features.append(x)

@@ -44,7 +44,7 @@ class PvtV2EncoderLayer(nn.Module):
   drop_path_rates: Sequence[float]
   linear: bool
   eps: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -69,7 +69,7 @@ class PvtV2Encoder(nn.Module):
   drop_path_rate: float
   linear: bool
   eps: float
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -99,7 +99,7 @@ class PyramidVisionTransformerV2(nn.Module):
   linear_attention: bool = False
   drop_path_rate: float = 0.1  # the official Semantic FPN backbones' value
   layer_norm_eps: float = 1e-6
-  dwconv_impl: str = "shift"
+  dwconv_impl: str = "auto"
   dtype: Optional[Dtype] = None
 
   @nn.compact

@@ -74,6 +74,9 @@ class ResNet(nn.Module):
   # (("^backbone/(stem|conv1|bn1|layer1_)", 0.0), ...).
   frozen_stages: int = -1
   norm_eval: bool = False  # every BN uses its running statistics, also in training
+  # train.remat: "none" | "block" | "full", each block recomputed in the backward pass
+  # (layers.REMAT_POLICIES); set by segjax.models.build_model from config.train.remat.
+  remat: str = "none"
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -104,6 +107,7 @@ class ResNet(nn.Module):
     x = freeze(0, x)
 
     outs = []
+    block_cls = layers.remat(Block, self.remat)
     in_features = self.stem_channels
     for s, (num_blocks, stride, dilation) in enumerate(zip(blocks, self.strides,
                                                              self.dilations)):
@@ -115,9 +119,10 @@ class ResNet(nn.Module):
         first = dilation // 2 if dilation > 1 and self.contract_dilation else dilation
         block_dilations = (first,) + (dilation,) * (num_blocks - 1)
       for b in range(num_blocks):
-        x = Block(planes, kind, stride if b == 0 else 1, block_dilations[b],
-                  downsample=b == 0 and (stride != 1 or in_features != planes * EXPANSION[kind]),
-                  dtype=self.dtype, name=f"layer{s + 1}_{b}")(x, stage_train(s + 1))
+        x = block_cls(
+            planes, kind, stride if b == 0 else 1, block_dilations[b],
+            downsample=b == 0 and (stride != 1 or in_features != planes * EXPANSION[kind]),
+            dtype=self.dtype, name=f"layer{s + 1}_{b}")(x, stage_train(s + 1))
         in_features = planes * EXPANSION[kind]
       x = freeze(s + 1, x)
       outs.append(x)

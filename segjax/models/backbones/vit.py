@@ -195,6 +195,9 @@ class VisionTransformer(nn.Module):
   interpolate_mode: str = "bicubic"
   layer_norm_eps: float = 1e-6
   approximate_gelu: bool = False
+  # train.remat: "none" | "block" | "full", each block recomputed in the backward pass
+  # (layers.REMAT_POLICIES); set by segjax.models.build_model from config.train.remat.
+  remat: str = "none"
   dtype: Optional[Dtype] = None
 
   def pos_grid(self) -> Tuple[int, int]:
@@ -236,9 +239,9 @@ class VisionTransformer(nn.Module):
     rates = np.linspace(0.0, self.drop_path_rate, self.num_layers).tolist()
     features = []
     for i in range(self.num_layers):
-      x = TransformerEncoderLayer(self.num_heads, self.mlp_ratio, self.drop_rate, rates[i],
-                                  self.qkv_bias, self.layer_norm_eps, self.approximate_gelu,
-                                  self.dtype, name=f"layers_{i}")(x, train)
+      x = layers.remat(TransformerEncoderLayer, self.remat)(
+          self.num_heads, self.mlp_ratio, self.drop_rate, rates[i], self.qkv_bias,
+          self.layer_norm_eps, self.approximate_gelu, self.dtype, name=f"layers_{i}")(x, train)
       if i == self.num_layers - 1 and self.final_norm:
         x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="ln1")(x)
       if i in out_layers:

@@ -1,0 +1,179 @@
+"""Scale and speed options: gradient accumulation, per-block recomputation, the persistent
+compilation cache and the start-up backend check."""
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from segjax import data as data_lib
+from segjax import models, parallel, runtime, train
+from segjax.data import pipeline
+from segjax.errors import ConfigError
+from tests.conftest import REPO, load_config
+
+
+def _batches(config, global_batch, n):
+  source = data_lib.build_source(config.data, "train")
+  it = pipeline.train_batches(source, config.data, seed=0, global_batch=global_batch)
+  return [next(it) for _ in range(n)]
+
+
+def _run_steps(config, mesh, batches, tx=None):
+  model = models.build_model(config)
+  tx_fn = (lambda p: tx) if tx is not None else train.optimizer_for(model, config, 100)
+  state, tx = train.init_state(model, config, mesh, tx_fn)
+  step = train.jit_train_step(model, tx, config, mesh, donate=False)
+  metrics = None
+  for local in batches:
+    state, metrics = step(state, parallel.global_batch(local, mesh), jax.random.key(0))
+  return jax.device_get(state), jax.device_get(metrics), step
+
+
+def _batchnorm_free(config):
+  """The test SegFormer's encoder with a 1x1 classifier (FCNHead without convs): no
+  BatchNorm, no dropout, no stochastic depth, so micro-batches see exactly what the batch does;
+  crops without padding, so every micro-batch has as many labelled pixels (the loss is a mean
+  over them)."""
+  config.data.ratio_range = (1.0, 1.0)
+  config.model.backbone.drop_path_rate = 0.0
+  config.model.decode_head = {"name": "fcn_head", "in_index": -1, "num_convs": 0,
+                              "concat_input": False, "dropout": 0.0}
+  return config
+
+
+def test_grad_accum_equals_the_whole_batch():
+  config = _batchnorm_free(load_config("test"))
+  config.train.batch_size = 16
+  batches = _batches(config, 16, 2)
+  mesh = parallel.make_mesh()
+  results = {}
+  for k in (1, 2):
+    config.train.grad_accum = k
+    results[k] = _run_steps(config, mesh, batches)
+  (s1, m1, _), (s2, m2, _) = results[1], results[2]
+  np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
+  np.testing.assert_allclose(m1["grad_norm"], m2["grad_norm"], rtol=1e-4)
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), s1.params,
+                       jax.device_get(_run_steps(config, mesh, [])[0].params))
+  assert max(jax.tree.leaves(moved)) > 1e-4  # the steps did change the parameters
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-4),
+               s1.params, s2.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7, rtol=1e-4),
+               s1.opt_state, s2.opt_state)
+
+
+def test_grad_accum_with_batchnorm_updates_statistics_per_micro_batch():
+  """With BatchNorm the micro-batches are normalised by their own statistics: the update
+  differs slightly from the whole batch's, and the running averages move once per
+  micro-batch (two momentum-0.9 updates instead of one)."""
+  config = load_config("test")
+  config.model.backbone.drop_path_rate = 0.0
+  config.model.decode_head.dropout = 0.0
+  config.train.batch_size = 16
+  batches = _batches(config, 16, 1)
+  mesh = parallel.make_mesh()
+  config.train.grad_accum = 1
+  whole, _, _ = _run_steps(config, mesh, batches, optax.sgd(0.1))
+  config.train.grad_accum = 2
+  accum, _, _ = _run_steps(config, mesh, batches, optax.sgd(0.1))
+  init, _, _ = _run_steps(config, mesh, [], optax.sgd(0.1))
+  var = lambda s: np.asarray(jax.tree.leaves(  # noqa: E731
+      {k: v for k, v in s.batch_stats["decode_head"].items()})[-1])
+  moved_whole = np.abs(var(whole) - var(init)).mean()
+  moved_accum = np.abs(var(accum) - var(init)).mean()
+  assert 1.5 < moved_accum / moved_whole < 2.1, (moved_whole, moved_accum)
+
+
+def test_grad_accum_must_divide_the_batch(tmp_path):
+  config = load_config("test")
+  config.train.grad_accum = 3
+  with pytest.raises(ConfigError, match="train.grad_accum=3"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  config.train.grad_accum = 2  # 8 / 2 = 4 images over 8 devices
+  with pytest.raises(ConfigError, match=r"train.batch_size / train.grad_accum \(2\)=4"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("backbone", ["mit", "resnet"])
+def test_remat_recomputes_blocks_without_changing_the_step(backbone):
+  config = load_config("test")
+  config.model.backbone.drop_path_rate = 0.0
+  config.model.decode_head.dropout = 0.0
+  if backbone == "resnet":
+    config.model.backbone = {"name": "resnet18_v1c", "base_channels": 8, "stem_channels": 8}
+  batches = _batches(config, 8, 1)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  results = {}
+  for policy in ("none", "block", "full"):
+    config.train.remat = policy
+    state, metrics, step = _run_steps(config, mesh, batches, optax.sgd(0.1))
+    jaxpr = str(step.trace(*step_args(state, batches[0], mesh)).jaxpr)
+    assert ("checkpoint" in jaxpr or "remat" in jaxpr) == (policy != "none"), policy
+    results[policy] = state
+  for policy in ("block", "full"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+                 results["none"].params, results[policy].params)
+
+
+def step_args(state, local, mesh):
+  return state, parallel.global_batch(local, mesh), jax.random.key(0)
+
+
+def test_remat_on_a_backbone_without_it_is_one_clear_error():
+  config = load_config("test")
+  config.train.remat = "block"
+  config.model.backbone = {"name": "poolformer_s12"}
+  with pytest.raises(ConfigError, match="backbone 'poolformer_s12' has no per-block.*mit"):
+    models.build_model(config)
+  config.train.remat = "some"
+  with pytest.raises(ConfigError, match="train.remat must be one of"):
+    models.build_model(config)
+
+
+def test_compile_cache_location(monkeypatch, tmp_path):
+  config = ml_collections.ConfigDict({"compile_cache_dir": ""})
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  assert runtime.compile_cache_dir(config, str(tmp_path / "runs" / "a")) == str(
+      tmp_path / "runs" / ".jax_cache")
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/env/cache")
+  assert runtime.compile_cache_dir(config, "runs/a") == "/env/cache"
+  config.compile_cache_dir = "/mine"
+  assert runtime.compile_cache_dir(config, "runs/a") == "/mine"
+  config.compile_cache_dir = "off"
+  assert runtime.compile_cache_dir(config, "runs/a") is None
+
+
+def test_a_second_run_compiles_nothing(tmp_path):
+  """Two runs of one config in sibling workdirs: the first fills <parent>/.jax_cache, the
+  second finds every program it compiles there and adds no entry."""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+
+  def run(name):
+    subprocess.run(
+        [sys.executable, "-m", "segjax.main", "--config=configs/test.py",
+         f"--workdir={tmp_path / 'runs' / name}", "--config.train.num_steps=2",
+         "--config.train.eval_every=2", "--config.train.checkpoint_every=2",
+         "--config.data.synthetic_eval_size=4", "--config.train.num_overlays=0"],
+        cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=600)
+    return sorted(os.listdir(tmp_path / "runs" / ".jax_cache"))
+
+  first = run("a")
+  assert len([f for f in first if f.endswith("-cache")]) >= 2, first  # train step, eval
+  second = run("b")
+  assert second == first
+
+
+def test_backend_check_names_the_backend_and_warns_about_slow_choices(capsys):
+  config = load_config("test")
+  line = runtime.check_backend(config)
+  assert line.startswith("backend cpu") and "8 device(s)" in line
+  assert "warning" not in capsys.readouterr().err
+  config.model.backbone.dwconv_impl = "xla"
+  runtime.check_backend(config)
+  assert "dwconv_impl='xla' is the slow depthwise convolution on CPU" in capsys.readouterr().err
