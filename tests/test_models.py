@@ -1,6 +1,7 @@
 """Model shapes, exact parameter counts and the registries."""
 import inspect
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,6 +69,33 @@ def test_depthwise_shift_equals_xla(dilation):
   grad = lambda m: jax.grad(lambda v: jnp.sum(m.apply(v, x) ** 2))(v)  # noqa: E731
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                grad(shift), grad(xla))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"strides": 2}, {"strides": (2, 1), "use_bias": False}, {"padding": "VALID"},
+    {"padding": ((0, 0), (0, 0))}, {"dtype": jnp.bfloat16},
+    {"padding": ((1, 1), (1, 1))},  # a padded 1x1 conv: nn.Conv's path
+    {"kernel_size": (3, 3), "strides": 2},  # not 1x1: nn.Conv's path
+    {"feature_group_count": 2}])  # grouped: nn.Conv's path
+def test_layers_conv_equals_nn_conv(kwargs):
+  """layers.Conv computes 1x1 convolutions as a matmul (fast kernel gradient on CPU); its
+  parameters, outputs and gradients equal nn.Conv's in every case."""
+  kwargs = {"kernel_size": (1, 1), **kwargs}
+  x = jax.random.normal(jax.random.key(1), (2, 9, 13, 6))
+  ref, ours = nn.Conv(4, **kwargs), layers.Conv(4, **kwargs)
+  v = ref.init(jax.random.key(2), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(2), x)) == jax.tree.map(jnp.shape, v)
+  if "bias" in v["params"]:
+    v = jax.tree.map(lambda p: p + 0.1, v)
+  tol = 2e-2 if kwargs.get("dtype") == jnp.bfloat16 else 1e-5
+  a, b = ref.apply(v, x), ours.apply(v, x)
+  assert a.shape == b.shape and a.dtype == b.dtype
+  np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=tol,
+                             rtol=tol)
+  def grad(m):
+    return jax.grad(lambda v: jnp.sum(m.apply(v, x).astype(jnp.float32) ** 2))(v)
+  jax.tree.map(lambda g, h: np.testing.assert_allclose(g, h, rtol=max(tol, 1e-4), atol=tol * 10),
+               grad(ref), grad(ours))
 
 
 def test_train_mode_uses_dropout_and_updates_batch_stats(test_config):

@@ -65,7 +65,7 @@ class ConvBNReLU(nn.Module):
                            transpose_kernel=True, use_bias=False, dtype=self.dtype,
                            name="conv")(x)
     else:
-      x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=False,
+      x = layers.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=False,
                   dtype=self.dtype, name="conv")(x)
     return nn.relu(layers.batch_norm(train, self.dtype, "bn")(x))
 
@@ -89,7 +89,7 @@ class DeconvolutionNetwork(nn.Module):
       for i, width in enumerate(segnet.decoder_widths(self.widths, stage)):
         x = ConvBNReLU(width, 3, 1, transpose=True, dtype=self.dtype,
                        name=f"deconv{stage + 1}_{i + 1}")(x, train)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="seg_score")(x)
+    return layers.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="seg_score")(x)
 
 
 class DeconvNet(nn.Module):

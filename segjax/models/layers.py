@@ -65,8 +65,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   Every attention of the zoo goes through here. On GPU and TPU it is
   `jax.nn.dot_product_attention`, which lowers to fused kernels there. On CPU it is the same
   maths as two einsums and a softmax, because that measured faster there, forward + backward
-  (2 cores, jax 0.10.2, in one process: MiT-B1 512x512 stage-2 attention 382 vs 501 ms,
-  Swin-T windows 535 vs 708 ms, ViT-B 1024 tokens 692 vs 1165 ms; see README *Performance*).
+  (experiments/perf/attention_impl.py, 2 cores, jax 0.10.2: MiT-B1 512x512 stage-2 attention
+  77 vs 122 ms, Swin-T windows 134 vs 126 ms, ViT-B 1024 tokens 497 vs 795 ms). With a single
+  head (MiT/PVT stage 1) the einsums become plain batched matmuls on (batch, tokens, d), which
+  took 151 ms instead of 236 ms for MiT-B1's 16384-query stage 1; with several heads, putting
+  the heads first for batched matmuls lost 7-13% to the einsums, so they stay.
   Logits and softmax are float32 even for bfloat16 inputs, as in jax's implementation.
   `bias` (e.g. Swin's relative position bias plus its shifted-window mask) broadcasts to
   (batch, heads, q, k).
@@ -74,6 +77,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if jax.default_backend() != "cpu":
     return jax.nn.dot_product_attention(q, k, v, bias=bias)
   scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
+  if q.shape[2] == 1 and bias is None:  # one head (MiT/PVT stage 1): plain batched matmuls
+    logits = jnp.matmul(q[:, :, 0], jnp.swapaxes(k[:, :, 0], 1, 2),
+                        preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.matmul(probs, v[:, :, 0])[:, :, None]
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
     logits = logits + bias
@@ -105,6 +113,46 @@ def remat(block_cls, policy: str):
   if REMAT_POLICIES[policy] is None:
     return block_cls
   return nn.remat(block_cls, policy=REMAT_POLICIES[policy], static_argnums=(2,))
+
+
+class Conv(nn.Conv):
+  """nn.Conv (same fields, parameters and outputs) whose 1x1 case runs as a matrix product.
+
+  Why: XLA:CPU computes the kernel gradient of a 1x1 convolution as a convolution over the
+  spatial axes, several times slower than the same contraction as a 2-D matmul: SegFormer's
+  1024->256 fuse layer at 2x128x128 took 1.83 s forward+backward as a convolution and 0.41 s
+  as a matmul (experiments/perf/pointwise_conv.py); it was 23% of the B1 train step. A 1x1
+  convolution is a matmul on every backend, so the rewrite is not backend-specific. Kernels
+  larger than 1x1, grouped, padded or input-dilated convolutions go to nn.Conv unchanged.
+  """
+
+  def _pointwise(self, inputs) -> bool:
+    padding = self.padding
+    zero_pad = padding in ("SAME", "VALID") or (
+        not isinstance(padding, str) and all(
+            (p == 0) if isinstance(p, int) else tuple(p) == (0, 0)
+            for p in (padding if isinstance(padding, (list, tuple)) else [padding])))
+    return (tuple(self.kernel_size) == (1, 1) and inputs.ndim == 4 and zero_pad
+            and self.feature_group_count == 1 and self.input_dilation in (None, 1, (1, 1))
+            and self.mask is None)
+
+  @nn.compact
+  def __call__(self, inputs):
+    if not self._pointwise(inputs):
+      return super().__call__(inputs)
+    strides = self.strides or 1
+    sh, sw = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    if (sh, sw) != (1, 1):
+      inputs = inputs[:, ::sh, ::sw]
+    cin = inputs.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (1, 1, cin, self.features), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = jnp.dot(x.reshape(-1, cin), kernel.reshape(cin, self.features),
+                precision=self.precision)
+    y = y.reshape(x.shape[:-1] + (self.features,))
+    return y + bias if bias is not None else y
 
 
 class DropPath(nn.Module):
@@ -195,7 +243,7 @@ class ConvBNAct(nn.Module):
       x = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dilation,
                         use_bias=not self.norm, dtype=self.dtype, name="conv")(x)
     else:
-      x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
+      x = Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
                   padding=((p, p), (p, p)), kernel_dilation=self.dilation,
                   feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
                   name="conv")(x)

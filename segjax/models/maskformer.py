@@ -60,7 +60,7 @@ def _conv_gn(parent_name: str, features: int, kernel: int, relu: bool, dtype):
   `<parent_name>_0` (conv) and `<parent_name>_1` (norm)."""
   def apply(x):
     p = kernel // 2
-    x = nn.Conv(features, (kernel, kernel), padding=((p, p), (p, p)), use_bias=False,
+    x = layers.Conv(features, (kernel, kernel), padding=((p, p), (p, p)), use_bias=False,
                 dtype=dtype, name=f"{parent_name}_0")(x)
     x = nn.GroupNorm(num_groups=32, epsilon=1e-5, dtype=dtype, name=f"{parent_name}_1")(x)
     return nn.relu(x) if relu else x
@@ -101,7 +101,7 @@ class PixelDecoder(nn.Module):
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray]) -> jnp.ndarray:
     x = FPN(self.fpn_feature_size, dtype=self.dtype, name="fpn")(features)
-    return nn.Conv(self.mask_feature_size, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+    return layers.Conv(self.mask_feature_size, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                    name="mask_projection")(x)
 
 
@@ -229,7 +229,7 @@ class TransformerModule(nn.Module):
     b, h, w, c = image_features.shape
     d = self.hidden_size
     if c != d:  # HF: a projection only when the widths differ
-      image_features = nn.Conv(d, (1, 1), dtype=self.dtype,
+      image_features = layers.Conv(d, (1, 1), dtype=self.dtype,
                                name="input_projection")(image_features)
     memory = image_features.reshape(b, h * w, d)
     pos = jnp.asarray(sine_position_embedding(h, w, d // 2), memory.dtype)[None]

@@ -102,7 +102,7 @@ class SegNetDecoder(nn.Module):
       for i, width in enumerate(outs):
         x = layers.ConvBNAct(width, 3, dtype=self.dtype,
                              name=f"conv{stage + 1}_{VGG16_DEPTHS[stage] - i}_D")(x, train)
-    return nn.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+    return layers.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                    name="conv1_1_D")(x)
 
 

@@ -134,7 +134,7 @@ class ConvBlock(nn.Module):
   def __call__(self, x, train: bool):
     pad = "VALID" if self.padding == "valid" else ((1, 1), (1, 1))
     for i in range(2):
-      x = nn.Conv(self.features, (3, 3), padding=pad, use_bias=not self.norm,
+      x = layers.Conv(self.features, (3, 3), padding=pad, use_bias=not self.norm,
                   kernel_init=self.kernel_init, dtype=self.dtype, name=f"conv_{i}")(x)
       if self.norm:
         x = layers.batch_norm(train, self.dtype, f"bn_{i}")(x)
@@ -229,7 +229,7 @@ class UNet(nn.Module):
                            kernel_init=PAPER_INIT, dtype=self.dtype, name=f"upconv_{i}")(x)
       x = jnp.concatenate([center_crop(skips[i], x.shape[1:3]), x], axis=-1)
       x = block(i, f"up_{i}")(x, train)
-    return nn.Conv(self.num_classes, (1, 1), kernel_init=PAPER_INIT, dtype=self.dtype,
+    return layers.Conv(self.num_classes, (1, 1), kernel_init=PAPER_INIT, dtype=self.dtype,
                    name="classifier")(x)
 
   def __call__(self, images, train: bool = False):

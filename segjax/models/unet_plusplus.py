@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.errors import ConfigError
-from segjax.models import unet
+from segjax.models import layers, unet
 from segjax.models.registry import MODELS
 
 Dtype = Any
@@ -106,7 +106,7 @@ class UNetPlusPlus(nn.Module):
           inputs = [up] + [nodes[i, k] for k in range(j)]
           nodes[i, j] = block(i, j)(jnp.concatenate(inputs, axis=-1), train)
     heads = range(1, self.depth + 1) if self.deep_supervision else (self.depth,)
-    outputs = {j: nn.Conv(self.num_classes, (1, 1), kernel_init=HE_NORMAL, dtype=self.dtype,
+    outputs = {j: layers.Conv(self.num_classes, (1, 1), kernel_init=HE_NORMAL, dtype=self.dtype,
                           name=f"output_{j}")(nodes[0, j])[:, :h, :w]
                for j in heads if everything or j <= self.level}
     logits = outputs[self.level]

@@ -67,7 +67,7 @@ class ConvNextStage(nn.Module):
   def __call__(self, x, train: bool):
     if self.downsample:
       x = nn.LayerNorm(epsilon=EPS, dtype=self.dtype, name="downsampling_layer_0")(x)
-      x = nn.Conv(self.features, (2, 2), strides=2, padding="VALID", dtype=self.dtype,
+      x = layers.Conv(self.features, (2, 2), strides=2, padding="VALID", dtype=self.dtype,
                   name="downsampling_layer_1")(x)
     for j in range(self.depth):
       x = ConvNextLayer(self.drop_paths[j], self.layer_scale_init_value, self.dwconv_impl,
@@ -106,7 +106,7 @@ class ConvNextEmbeddings(nn.Module):
   @nn.compact
   def __call__(self, x):
     p = self.patch_size
-    x = nn.Conv(self.features, (p, p), strides=p, padding="VALID", dtype=self.dtype,
+    x = layers.Conv(self.features, (p, p), strides=p, padding="VALID", dtype=self.dtype,
                 name="patch_embeddings")(x)
     return nn.LayerNorm(epsilon=EPS, dtype=self.dtype, name="layernorm")(x)
 

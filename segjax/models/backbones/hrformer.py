@@ -169,10 +169,10 @@ def _dw_down(x, features: int, name: str, train: bool, dtype, relu: bool):
   """Stride-2 3x3 depthwise conv + BN, 1x1 conv to `features` + BN [+ ReLU]: one step of the
   fusion's downsampling (the official nn.Sequential: `{name}_0` .. `{name}_3`)."""
   c = x.shape[-1]
-  x = nn.Conv(c, (3, 3), strides=2, padding=((1, 1), (1, 1)), feature_group_count=c,
+  x = layers.Conv(c, (3, 3), strides=2, padding=((1, 1), (1, 1)), feature_group_count=c,
               use_bias=False, dtype=dtype, name=f"{name}_0")(x)
   x = layers.batch_norm(train, dtype, f"{name}_1")(x)
-  x = nn.Conv(features, (1, 1), use_bias=False, dtype=dtype, name=f"{name}_2")(x)
+  x = layers.Conv(features, (1, 1), use_bias=False, dtype=dtype, name=f"{name}_2")(x)
   x = layers.batch_norm(train, dtype, f"{name}_3")(x)
   return nn.relu(x) if relu else x
 
@@ -275,7 +275,7 @@ class HRFormer(nn.Module):
     rates = np.linspace(0.0, self.drop_path_rate, sum(depths)).tolist()
 
     for i in (1, 2):  # stem: two stride-2 3x3 convs, always 64 wide
-      x = nn.Conv(64, (3, 3), strides=2, padding=((1, 1), (1, 1)), use_bias=False,
+      x = layers.Conv(64, (3, 3), strides=2, padding=((1, 1), (1, 1)), use_bias=False,
                   dtype=self.dtype, name=f"conv{i}")(x)
       x = nn.relu(layers.batch_norm(bn_train, self.dtype, f"bn{i}")(x))
 

@@ -48,7 +48,7 @@ def _conv_bn(x, features: int, kernel: int, stride: int, name: str, train: bool,
   """mmseg's nn.Sequential(conv, BN[, ReLU]) without a ConvModule: the conv is `{name}_0`
   and the norm `{name}_1`, the Sequential's indices."""
   p = kernel // 2
-  x = nn.Conv(features, (kernel, kernel), strides=stride, padding=((p, p), (p, p)),
+  x = layers.Conv(features, (kernel, kernel), strides=stride, padding=((p, p), (p, p)),
               use_bias=False, dtype=dtype, name=f"{name}_0")(x)
   x = layers.batch_norm(train, dtype, f"{name}_1")(x)
   return nn.relu(x) if relu else x
@@ -145,7 +145,7 @@ class HRNet(nn.Module):
 
     # Stem: two stride-2 3x3 convs, always 64 wide.
     for i in (1, 2):
-      x = nn.Conv(64, (3, 3), strides=2, padding=((1, 1), (1, 1)), use_bias=False,
+      x = layers.Conv(64, (3, 3), strides=2, padding=((1, 1), (1, 1)), use_bias=False,
                   dtype=self.dtype, name=f"conv{i}")(x)
       x = nn.relu(layers.batch_norm(train, self.dtype, f"bn{i}")(x))
 

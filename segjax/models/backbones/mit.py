@@ -31,7 +31,7 @@ class OverlapPatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, x):
     p = self.patch_size // 2
-    x = nn.Conv(self.features, (self.patch_size,) * 2, strides=self.stride,
+    x = layers.Conv(self.features, (self.patch_size,) * 2, strides=self.stride,
                 padding=((p, p), (p, p)), dtype=self.dtype, name="proj")(x)
     return nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="norm")(x)
 
@@ -60,11 +60,11 @@ class EfficientSelfAttention(nn.Module):
     kv = x
     if self.linear:
       kv = layers.adaptive_avg_pool(x, (7, 7))
-      kv = nn.Conv(c, (1, 1), dtype=self.dtype, name="sr")(kv)
+      kv = layers.Conv(c, (1, 1), dtype=self.dtype, name="sr")(kv)
       kv = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="sr_norm")(kv)
       kv = nn.gelu(kv, approximate=False)
     elif self.sr_ratio > 1:
-      kv = nn.Conv(c, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
+      kv = layers.Conv(c, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
                    dtype=self.dtype, name="sr")(kv)
       kv = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="sr_norm")(kv)
     kv = kv.reshape(b, -1, c)

@@ -53,7 +53,7 @@ class PoolFormerEmbeddings(nn.Module):
   @nn.compact
   def __call__(self, x):
     p = self.padding
-    return nn.Conv(self.hidden_size, (self.patch_size,) * 2, strides=self.stride,
+    return layers.Conv(self.hidden_size, (self.patch_size,) * 2, strides=self.stride,
                    padding=((p, p), (p, p)), dtype=self.dtype, name="projection")(x)
 
 

@@ -72,7 +72,7 @@ class PvtPatchEmbeddings(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.hidden_size, (self.stride,) * 2, strides=self.patch_size, padding="VALID",
+    x = layers.Conv(self.hidden_size, (self.stride,) * 2, strides=self.patch_size, padding="VALID",
                 dtype=self.dtype, name="projection")(x)
     b, h, w, c = x.shape
     x = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="layer_norm")(x.reshape(b, h * w, c))
@@ -109,7 +109,7 @@ class PvtEfficientSelfAttention(nn.Module):
       if n != hw[0] * hw[1]:
         raise ConfigError("spatial reduction needs a stage without cls token (PVT's last "
                           "stage has sr_ratio 1)")
-      kv = nn.Conv(c, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
+      kv = layers.Conv(c, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
                    dtype=self.dtype, name="sequence_reduction")(x.reshape(b, *hw, c))
       kv = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name="layer_norm")(
           kv.reshape(b, -1, c))

@@ -28,7 +28,7 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 def _conv(features, kernel, stride=1, dilation=1, name=None, dtype=None):
   p = dilation * (kernel // 2)
-  return nn.Conv(features, (kernel, kernel), strides=stride, padding=((p, p), (p, p)),
+  return layers.Conv(features, (kernel, kernel), strides=stride, padding=((p, p), (p, p)),
                  kernel_dilation=dilation, use_bias=False, dtype=dtype, name=name)
 
 

@@ -230,7 +230,7 @@ class PatchEmbeddings(nn.Module):
   def __call__(self, x):
     p = self.patch_size
     x = jnp.pad(x, ((0, 0), (0, -x.shape[1] % p), (0, -x.shape[2] % p), (0, 0)))
-    return nn.Conv(self.embed_dim, (p, p), strides=p, padding="VALID", dtype=self.dtype,
+    return layers.Conv(self.embed_dim, (p, p), strides=p, padding="VALID", dtype=self.dtype,
                    name="projection")(x)
 
 

@@ -70,7 +70,7 @@ class PatchEmbed(nn.Module):
   def __call__(self, x):
     pad = patch_padding(x.shape[1], x.shape[2], self.patch_size, self.padding)
     x = jnp.pad(x, ((0, 0), *pad, (0, 0)))
-    return nn.Conv(self.embed_dims, (self.patch_size,) * 2, strides=self.patch_size,
+    return layers.Conv(self.embed_dims, (self.patch_size,) * 2, strides=self.patch_size,
                    padding="VALID", use_bias=self.use_bias, dtype=self.dtype,
                    name="projection")(x)
 

@@ -54,12 +54,12 @@ class SelfAttentionBlock(nn.Module):
     query_project = key_project if self.share_key_query else project("query_project")
     query = query_project(query_feats, train).reshape(n, h * w, self.channels)
     key = pyramid_pool_flat(key_project(key_feats, train), self.key_pool_scales)
-    value = nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="value_project")(key_feats)
+    value = layers.Conv(self.channels, (1, 1), dtype=self.dtype, name="value_project")(key_feats)
     value = pyramid_pool_flat(value, self.key_pool_scales)
     sim = jnp.einsum("nqc,nkc->nqk", query, key) * self.channels ** -0.5
     sim = jax.nn.softmax(sim.astype(jnp.float32), axis=-1).astype(value.dtype)
     context = jnp.einsum("nqk,nkc->nqc", sim, value).reshape(n, h, w, self.channels)
-    return nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, name="out_project")(context)
+    return layers.Conv(self.out_channels, (1, 1), dtype=self.dtype, name="out_project")(context)
 
 
 class AFNB(nn.Module):

@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models import layers
 from segjax.models.heads import base
 from segjax.models.registry import HEADS
 
@@ -38,7 +39,7 @@ class ASPPLHead(nn.Module):
     x = base.select_inputs(features, self.in_index, self.input_transform)
     logits = None
     for i, d in enumerate(self.dilations):
-      y = nn.Conv(self.num_classes, (3, 3), padding=((d, d), (d, d)), kernel_dilation=d,
+      y = layers.Conv(self.num_classes, (3, 3), padding=((d, d), (d, d)), kernel_dilation=d,
                   kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, name=f"c{i}")(x)
       logits = y if logits is None else logits + y
     return logits

@@ -36,4 +36,4 @@ def classify(x: jnp.ndarray, num_classes: int, dropout: float, train: bool,
 
   Call it inside a head's compact `__call__`: the modules become the head's children."""
   x = nn.Dropout(dropout, broadcast_dims=(1, 2))(x, deterministic=not train)
-  return nn.Conv(num_classes, (1, 1), dtype=dtype, name="conv_seg")(x)
+  return layers.Conv(num_classes, (1, 1), dtype=dtype, name="conv_seg")(x)

@@ -34,7 +34,7 @@ class CrissCrossAttention(nn.Module):
     n, h, w, c = x.shape
 
     def conv(features, name):
-      return nn.Conv(features, (1, 1), dtype=self.dtype, name=name)(x)
+      return layers.Conv(features, (1, 1), dtype=self.dtype, name=name)(x)
 
     query, key, value = conv(c // 8, "query_conv"), conv(c // 8, "key_conv"), conv(c, "value_conv")
     # energy_h[n, h, w, i]: pixel (h, w) against (i, w) of its column; energy_w against (h, j).

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax.errors import ConfigError
+from segjax.models import layers
 from segjax.models.heads import base
 from segjax.models.heads import fcn_skip_head
 from segjax.models.registry import HEADS, MODELS
@@ -88,7 +89,7 @@ class ContextModule(nn.Module):
       last = i == len(widths) - 1
       d = 1 if last else int(self.dilations[i])
       k = 1 if last else 3
-      x = nn.Conv(width, (k, k), padding=((d * (k // 2),) * 2,) * 2, kernel_dilation=d,
+      x = layers.Conv(width, (k, k), padding=((d * (k // 2),) * 2,) * 2, kernel_dilation=d,
                   kernel_init=identity_init(c, self.init_noise), dtype=self.dtype, name=name)(x)
       if not last:
         x = nn.relu(x)
@@ -122,7 +123,7 @@ class ContextHead(nn.Module):
     x = base.select_inputs(features, self.in_index)
     x = fcn_skip_head.fully_connected(x, self.channels, self.fc_kernel, self.dilation,
                                       self.dropout, train, self.dtype)
-    x = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.001),
+    x = layers.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.001),
                 dtype=self.dtype, name="final")(x)
     if self.variant == "none":
       return x

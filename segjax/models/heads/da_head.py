@@ -43,7 +43,7 @@ class PAM(nn.Module):
     n, h, w, c = x.shape
 
     def project(features, name):
-      return nn.Conv(features, (1, 1), dtype=self.dtype, name=name)(x).reshape(n, h * w, -1)
+      return layers.Conv(features, (1, 1), dtype=self.dtype, name=name)(x).reshape(n, h * w, -1)
 
     query = project(self.channels, "query_project")
     key = project(self.channels, "key_project")
@@ -88,7 +88,7 @@ class DAHead(nn.Module):
 
     def classify(feat, name):  # mmseg's pam_cls_seg / cam_cls_seg: shared dropout rate
       feat = nn.Dropout(self.dropout, broadcast_dims=(1, 2))(feat, deterministic=not train)
-      return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name=name)(feat)
+      return layers.Conv(self.num_classes, (1, 1), dtype=self.dtype, name=name)(feat)
 
     pam_feat = conv("pam_in_conv")(x, train)
     pam_feat = PAM(self.pam_channels, dtype=self.dtype, name="pam")(pam_feat)

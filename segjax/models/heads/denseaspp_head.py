@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.models import segmentor
+from segjax.models import layers
 from segjax.models.heads import base
 from segjax.models.registry import HEADS, MODELS
 
@@ -58,9 +59,9 @@ class DenseASPPBlock(nn.Module):
     d = self.dilation
     if self.bn_start:
       x = bn("norm_1")(x)
-    x = nn.Conv(self.channels, (1, 1), kernel_init=nn.initializers.he_uniform(),
+    x = layers.Conv(self.channels, (1, 1), kernel_init=nn.initializers.he_uniform(),
                 dtype=self.dtype, name="conv_1")(nn.relu(x))
-    x = nn.Conv(self.features, (3, 3), padding=((d, d), (d, d)), kernel_dilation=d,
+    x = layers.Conv(self.features, (3, 3), padding=((d, d), (d, d)), kernel_dilation=d,
                 kernel_init=nn.initializers.he_uniform(), dtype=self.dtype,
                 name="conv_2")(nn.relu(bn("norm_2")(x)))
     return nn.Dropout(self.dropout, broadcast_dims=(1, 2))(x, deterministic=not train)

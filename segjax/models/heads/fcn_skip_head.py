@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax.errors import ConfigError
+from segjax.models import layers
 from segjax.models import segmentor
 from segjax.models.heads import base
 from segjax.models.registry import HEADS, MODELS
@@ -107,15 +108,15 @@ def fully_connected(x: jnp.ndarray, channels: int, kernel: int, dilation: int, d
   compact `__call__`: the convs become the head's children `fc6` and `fc7`, the names
   segjax.convert.torchvision_vgg fills from torchvision's classifier.0 and classifier.3."""
   p = dilation * (kernel // 2)
-  x = nn.Conv(channels, (kernel, kernel), padding=((p, p), (p, p)),
+  x = layers.Conv(channels, (kernel, kernel), padding=((p, p), (p, p)),
               kernel_dilation=dilation, dtype=dtype, name="fc6")(x)
   x = nn.Dropout(dropout)(nn.relu(x), deterministic=not train)
-  x = nn.Conv(channels, (1, 1), dtype=dtype, name="fc7")(x)
+  x = layers.Conv(channels, (1, 1), dtype=dtype, name="fc7")(x)
   return nn.Dropout(dropout)(nn.relu(x), deterministic=not train)
 
 
-def _score(num_classes: int, name: str, dtype: Any) -> nn.Conv:
-  return nn.Conv(num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=dtype, name=name)
+def _score(num_classes: int, name: str, dtype: Any) -> layers.Conv:
+  return layers.Conv(num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=dtype, name=name)
 
 
 UPSAMPLES = (32, 16, 8)

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models import layers
 from segjax.models.heads import base
 from segjax.models.heads import fcn_skip_head
 from segjax.models.registry import HEADS, MODELS
@@ -64,7 +65,7 @@ class LargeFOVHead(nn.Module):
       x = avg_pool_3x3(x)
     x = fcn_skip_head.fully_connected(x, self.channels, self.fc_kernel, self.dilation,
                                       self.dropout, train, self.dtype)
-    return nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
+    return layers.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
                    dtype=self.dtype, name="fc8")(x)
 
 

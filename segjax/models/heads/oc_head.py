@@ -64,7 +64,7 @@ class ConvABN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     p = self.dilation * (self.kernel_size // 2)
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, padding=((p, p), (p, p)),
+    x = layers.Conv(self.features, (self.kernel_size,) * 2, padding=((p, p), (p, p)),
                 kernel_dilation=self.dilation, use_bias=self.use_bias, dtype=self.dtype,
                 name="conv")(x)
     x = layers.batch_norm(train, self.dtype, "bn")(x)
@@ -101,7 +101,7 @@ class SelfAttention(nn.Module):
       s = self.downsample
       x = nn.max_pool(x, (s, s), strides=(s, s), padding="VALID")
     key = ConvABN(self.key_channels, dtype=self.dtype, name="f_key")(x, train)
-    value = nn.Conv(self.value_channels, (1, 1), dtype=self.dtype, name="f_value")(x)
+    value = layers.Conv(self.value_channels, (1, 1), dtype=self.dtype, name="f_value")(x)
     n = self.partitions
     if n == 1:
       context = _attend(key, value)
@@ -114,7 +114,7 @@ class SelfAttention(nn.Module):
           jnp.concatenate([_attend(key[:, r0:r1, c0:c1], value[:, r0:r1, c0:c1])
                            for c0, c1 in cells(x.shape[2])], axis=2)
           for r0, r1 in cells(x.shape[1])], axis=1)
-    context = nn.Conv(self.out_channels, (1, 1), kernel_init=nn.initializers.zeros,
+    context = layers.Conv(self.out_channels, (1, 1), kernel_init=nn.initializers.zeros,
                       dtype=self.dtype, name="W")(context)
     if self.downsample > 1:
       context = resize_align_corners(context, (h, w))

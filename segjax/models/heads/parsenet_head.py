@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models import layers
 from segjax.models.heads import base
 from segjax.models.heads import fcn_skip_head
 from segjax.models.heads import largefov_head
@@ -79,7 +80,7 @@ class ParseNetHead(nn.Module):
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
     context = Normalize(self.scale_init, name="pool6_norm")(pooled)  # pool6: the global pool
     x = jnp.concatenate([local, jnp.broadcast_to(context, local.shape)], axis=-1)
-    return nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
+    return layers.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
                    dtype=self.dtype, name="score")(x)
 
 

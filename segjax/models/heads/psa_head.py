@@ -138,7 +138,7 @@ class PSAHead(nn.Module):
         feat = resize(feat, size)
       n, fh, fw, c = feat.shape
       y = conv(self.channels, 1, f"attention{suffix}_0")(feat, train)
-      y = nn.Conv(hm * wm, (1, 1), use_bias=False, dtype=self.dtype,
+      y = layers.Conv(hm * wm, (1, 1), use_bias=False, dtype=self.dtype,
                   name=f"attention{suffix}_1")(y)
       y = psa_mask(y, (hm, wm), kind).reshape(n, fh * fw, fh * fw)
       if self.psa_softmax:

@@ -33,13 +33,13 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models import segmentor
+from segjax.models import layers, segmentor
 from segjax.models.heads.psa_head import resize_align_corners
 from segjax.models.registry import HEADS, MODELS
 
 
-def _conv3x3(features: int, name: str, use_bias: bool = False, dtype=None) -> nn.Conv:
-  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias,
+def _conv3x3(features: int, name: str, use_bias: bool = False, dtype=None) -> layers.Conv:
+  return layers.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias,
                  kernel_init=nn.initializers.normal(0.01), dtype=dtype, name=name)
 
 
@@ -108,7 +108,7 @@ class RefineNetHead(nn.Module):
       if g < len(self.in_index):  # the next fusion's conv of this input, at this size
         x = _conv3x3(self.channels, f"mflow_conv_g{g}_b3_joint_varout_dimred", dtype=dt)(x)
       prev = x
-    return nn.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
+    return layers.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
                    kernel_init=nn.initializers.normal(0.01), dtype=dt,
                    name="clf_conv")(drop(prev))
 

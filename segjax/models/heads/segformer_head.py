@@ -24,13 +24,13 @@ class SegFormerHead(nn.Module):
       outs.append(layers.resize_bilinear(f, size))
     # Deepest stage first, as in the reference implementation (matters for weight import).
     x = jnp.concatenate(outs[::-1], axis=-1)
-    x = nn.Conv(self.channels, (1, 1), use_bias=False, dtype=self.dtype, name="fuse")(x)
+    x = layers.Conv(self.channels, (1, 1), use_bias=False, dtype=self.dtype, name="fuse")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, name="fuse_bn")(x)
     x = nn.relu(x)
     # Channel-wise dropout (mmseg's Dropout2d before the classifier).
     x = nn.Dropout(self.dropout, broadcast_dims=(1, 2))(x, deterministic=not train)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+    return layers.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
 
 
 HEADS.register("segformer_head", SegFormerHead)
