@@ -9,12 +9,13 @@ the same way on both sides (`shrink`), so a test checks the real recipe's struct
 """
 import copy
 import os
-import sys
 import types
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import pytest
+
+from segjax.tools import references
 
 # Channel widths of the full-size configs -> tiny ones (the same map on both sides).
 WIDTHS = {2048: 64, 1024: 32, 512: 16, 256: 8, 128: 8, 48: 8, 64: 8}
@@ -33,17 +34,7 @@ def import_mmseg():
   if _MMSEG is not None:
     return _MMSEG
   try:
-    stub = types.ModuleType("mmcv._ext")
-
-    def missing(name):
-      if name.startswith("__"):
-        raise AttributeError(name)
-
-      def op(*args, **kwargs):
-        raise NotImplementedError(f"mmcv._ext.{name} is compiled; mmcv-lite lacks it")
-      return op
-    stub.__getattr__ = missing
-    sys.modules.setdefault("mmcv._ext", stub)
+    references.stub_mmcv_ext()
     import mmseg  # noqa: F401
     import torch  # noqa: F401
     from mmengine.config import Config

@@ -90,21 +90,28 @@ def hf_segformer(config, batch_size: int, steps: int, warmup: int) -> Dict[str, 
           "torch_threads": torch.get_num_threads()}
 
 
+def stub_mmcv_ext():
+  """Registers a stand-in for mmcv-lite's missing compiled ops (`mmcv._ext`): any use of one
+  raises NotImplementedError (SegFormer and most mmseg models need none). Also used by the
+  tests' mmseg reference."""
+  if "mmcv._ext" in sys.modules:
+    return
+  ext = types.ModuleType("mmcv._ext")
+
+  def getattr_(name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+
+    def missing(*_, **__):
+      raise NotImplementedError(f"mmcv._ext.{name} is compiled; mmcv-lite lacks it")
+    return missing
+  ext.__getattr__ = getattr_
+  sys.modules["mmcv._ext"] = ext
+
+
 def _import_mmseg():
-  """mmseg 1.2.2 on mmcv-lite: its compiled ops are absent; a stub module makes any use of
-  one raise NotImplementedError (SegFormer needs none)."""
-  if "mmcv._ext" not in sys.modules:
-    ext = types.ModuleType("mmcv._ext")
-
-    def getattr_(name):
-      if name.startswith("__"):
-        raise AttributeError(name)
-
-      def missing(*_, **__):
-        raise NotImplementedError(f"mmcv._ext.{name} (compiled op, absent in mmcv-lite)")
-      return missing
-    ext.__getattr__ = getattr_
-    sys.modules["mmcv._ext"] = ext
+  """mmseg 1.2.2 on mmcv-lite, its registries populated."""
+  stub_mmcv_ext()
   try:
     import mmseg.models  # pylint: disable=import-outside-toplevel
     from mmseg.utils import register_all_modules  # pylint: disable=import-outside-toplevel
