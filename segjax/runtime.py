@@ -101,6 +101,6 @@ def check_backend(config) -> str:
          "convolution) is the usual choice")
   dtypes = set(_model_fields(model, "dtype"))
   if backend == "cpu" and "bfloat16" in dtypes:
-    warn("model dtype bfloat16 on CPU: XLA:CPU has no fast bfloat16 matmuls on most CPUs, so "
-         "this is usually slower than float32 here (it pays on TPU and recent GPUs)")
+    warn("model dtype bfloat16 on CPU: not measured faster than float32 here; compare with "
+         "`python -m segjax.tools.benchmark` before a long run")
   return line
