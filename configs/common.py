@@ -111,6 +111,16 @@ def base_config() -> ml_collections.ConfigDict:
   # without a heartbeat (a run on this host is stale as soon as its process is gone).
   c.train.lock_stale_after = 600.0
 
+  # The device mesh (segjax/parallel.py). Batches are always split over every device;
+  # fsdp = k > 1 also splits parameters and optimizer state k ways (fully sharded data
+  # parallelism: k devices hold one copy; XLA gathers weights where used).
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.fsdp = 1
+  c.parallel.fsdp_min_size = 2 ** 14  # arrays with fewer elements stay replicated
+  # ((regex searched in e.g. "params/backbone/block1_0/attn/q/kernel", dim or None), ...):
+  # the first match splits that dimension (None: replicate); default the largest divisible.
+  c.parallel.fsdp_rules = ()
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8  # global
   c.eval.mode = "whole"  # whole | slide

@@ -189,9 +189,11 @@ class Predictor:
     logits_fn = make_logits_fn(model, config.eval, self.num_classes)
     mean = jnp.asarray(config.data.mean, jnp.float32)
     std = jnp.asarray(config.data.std, jnp.float32)
-    rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    # Variables stay as placed (None): replicated, or split over the fsdp axis as training
+    # keeps them (segjax.parallel), XLA then gathering each layer's weights where used.
+    shard = parallel.batch_sharded(mesh)
     self._logits = jax.jit(lambda variables, images: logits_fn(variables, (images - mean) / std),
-                           in_shardings=(rep, shard), out_shardings=shard)
+                           in_shardings=(None, shard), out_shardings=shard)
     self._labels = jax.jit(functools.partial(to_labels, crf=self.crf, mesh=mesh),
                            static_argnums=1, in_shardings=(shard, shard), out_shardings=shard)
     # Sliding windows without test-time augmentation run as three programs, so that the
@@ -204,7 +206,8 @@ class Predictor:
     if self._split_slide:
       crop, stride = tuple(eval_cfg.crop_size), tuple(eval_cfg.stride)
       chunk = int(eval_cfg.batch_size)
-      chunked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+      chunked = jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec(None, parallel.BATCH_AXES))
 
       def cut(images):
         windows = cut_windows((images - mean) / std, crop, stride)
@@ -217,7 +220,7 @@ class Predictor:
         return resize_bilinear(logits.astype(jnp.float32), windows.shape[1:3])
 
       self._cut = jax.jit(cut, in_shardings=(shard,), out_shardings=chunked)
-      self._forward = jax.jit(forward, in_shardings=(rep, shard), out_shardings=shard)
+      self._forward = jax.jit(forward, in_shardings=(None, shard), out_shardings=shard)
       self._paste = jax.jit(
           lambda chunks, bhw: paste_windows(jnp.concatenate(chunks), bhw, crop, stride),
           static_argnums=1, out_shardings=shard)
@@ -286,7 +289,7 @@ def crf_marginals(logits: jax.Array, images: jax.Array, crf: crf_lib.CRFParams,
   refine = functools.partial(crf_lib.refine_logits, params=crf)
   if mesh is None:
     return refine(logits, images)
-  spec = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+  spec = jax.sharding.PartitionSpec(parallel.BATCH_AXES)
   return jax.shard_map(refine, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
                        check_vma=False)(logits, images)  # no collectives inside
 
@@ -438,7 +441,7 @@ def evaluate_workdir(config, workdir: str) -> Dict:
   Results go to <workdir>/eval_step<N>.json so the training run's eval_results.json is never
   overwritten; they equal the numbers training logged at that step.
   """
-  mesh = parallel.make_mesh()
+  mesh = parallel.mesh_for(config)
   model = models.build_model(config)
   source = data_lib.build_source(config.data, config.data.eval_split)
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
@@ -461,15 +464,16 @@ def evaluate_workdir(config, workdir: str) -> Dict:
 
 def abstract_variables(model, config, mesh):
   """Shapes of a checkpoint's model item ({"params", "batch_stats"}, and "ema" when
-  optim.ema_decay > 0), replicated over the mesh, without computing them."""
+  optim.ema_decay > 0) placed over the mesh as training places them (replicated, or split
+  over the fsdp axis), without computing them."""
   shapes = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros(input_shape(config), jnp.float32),
                          train=False))
   shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
   if config.optim.get("ema_decay", 0.0) > 0:
     shapes["ema"] = {"params": shapes["params"]}
-  rep = parallel.replicated(mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+  return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes, parallel.state_shardings(shapes, mesh, config))
 
 
 def inference_variables(variables):

@@ -1,9 +1,15 @@
 """Device mesh, shardings, multi-host start-up and the watch over the other hosts.
 
-Data parallelism over every device of every host is one mesh axis, "data". Parameters and
-optimizer state are replicated; batches are split along their first axis. Under jit, XLA
-inserts the cross-device reductions, so BatchNorm statistics and the loss mean are global
-whatever the device count (no SyncBN switch, no single-device special case).
+The mesh has two axes, ("data", "fsdp"), of sizes (devices / parallel.fsdp, parallel.fsdp).
+Batches are split along their first axis over every device (both axes). With fsdp = 1 (the
+default) that is plain data parallelism: parameters and optimizer state are replicated. With
+fsdp = k each parameter and optimizer-state array of at least `parallel.fsdp_min_size`
+elements is split k ways along one of its dimensions (`state_shardings`: the largest one that
+k divides, or the one a `parallel.fsdp_rules` entry names), so k devices together hold one
+copy: under jit XLA gathers a layer's weights where they are used and reduce-scatters their
+gradients (fully sharded data parallelism, ZeRO-3). Either way XLA inserts the cross-device
+reductions, so BatchNorm statistics and the loss mean are global whatever the device count
+(no SyncBN switch, no single-device special case).
 
 On several hosts a process that fails or dies would leave the others waiting forever in
 their next collective. `PeerWatch` prevents that through the coordination service's
@@ -21,10 +27,11 @@ saw that SIGABRT seconds after a SIGKILL; on the 2-core development machine Gloo
 the heartbeat ends the peer.)
 """
 import os
+import re
 import sys
 import threading
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -34,6 +41,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from segjax.errors import ConfigError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # a batch's first axis is split over every device
 
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
@@ -190,9 +199,83 @@ def all_hosts_agree(flag: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.asarray(flag))))
 
 
-def make_mesh(devices=None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+def make_mesh(devices=None, fsdp: int = 1) -> Mesh:
+  """The ("data", "fsdp") mesh over `devices` (default: all devices of all hosts).
+
+  Consecutive devices form an fsdp group, so with fsdp dividing the devices per host the
+  gathers of sharded weights stay within a host (jax.devices() lists each host's devices
+  together).
+  """
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  if fsdp < 1 or devices.size % fsdp:
+    raise ConfigError(f"parallel.fsdp={fsdp} must be a positive divisor of the "
+                      f"{devices.size} devices ({jax.process_count()} host(s))")
+  return Mesh(devices.reshape(devices.size // fsdp, fsdp), BATCH_AXES)
+
+
+def mesh_for(config) -> Mesh:
+  """make_mesh with the config's parallel.fsdp (1 when the config has no parallel section)."""
+  return make_mesh(fsdp=int(config.get("parallel", {}).get("fsdp", 1)))
+
+
+def _path_name(path) -> str:
+  """A tree path as "params/backbone/block1_0/attn/q/kernel" (the names rules match)."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return "/".join(parts)
+
+
+def fsdp_dim(name: str, shape: Sequence[int], fsdp: int, min_size: int,
+             rules: Sequence[Tuple[str, Optional[int]]] = ()) -> Optional[int]:
+  """The dimension an array is split along over the fsdp axis, or None (replicated).
+
+  The first rule (regex, dim) whose regex `re.search`es the array's path name decides: dim
+  None keeps it replicated, otherwise dim (negative counts from the end) must be divisible
+  by fsdp. Without a matching rule: arrays smaller than min_size elements stay replicated
+  (biases, norms, scalars: gathering them costs more than they save), others split along
+  their largest dimension divisible by fsdp (ties: the last one), or stay replicated when
+  none is.
+  """
+  if fsdp == 1:
+    return None
+  for pattern, dim in rules:
+    if re.search(pattern, name):
+      if dim is None:
+        return None
+      d = dim % len(shape) if shape else None
+      if d is None or shape[d] % fsdp:
+        raise ConfigError(f"parallel.fsdp_rules entry ({pattern!r}, {dim}) splits {name} "
+                          f"{tuple(shape)} along a dimension that fsdp={fsdp} does not divide")
+      return d
+  if int(np.prod(shape, dtype=np.int64)) < min_size:
+    return None
+  divisible = [d for d in range(len(shape)) if shape[d] % fsdp == 0]
+  return max(divisible, key=lambda d: (shape[d], d)) if divisible else None
+
+
+def state_shardings(tree: Any, mesh: Mesh, config) -> Any:
+  """NamedShardings for a tree of arrays or ShapeDtypeStructs (params, optimizer state,
+  checkpoint targets) under config.parallel: replicated unless fsdp_dim splits them.
+
+  A rule of shapes and names only, so a parameter and its optimizer moments (whose paths
+  end in the parameter's path) get the same sharding.
+  """
+  cfg = config.get("parallel", {})
+  fsdp = mesh.shape[FSDP_AXIS]
+  min_size = int(cfg.get("fsdp_min_size", 2 ** 14))
+  rules = tuple(tuple(r) for r in cfg.get("fsdp_rules", ()))
+
+  def one(path, x):
+    d = fsdp_dim(_path_name(path), x.shape, fsdp, min_size, rules)
+    if d is None:
+      return NamedSharding(mesh, P())
+    return NamedSharding(mesh, P(*([None] * d + [FSDP_AXIS])))
+
+  return jax.tree_util.tree_map_with_path(one, tree)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -200,7 +283,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:

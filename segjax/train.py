@@ -3,7 +3,6 @@
 Read top to bottom: set-up, model and optimizer, restore (workdir -> init_from -> scratch),
 the jitted step, the loop (log / checkpoint / evaluate / preemption), the end.
 """
-import functools
 import json
 import os
 import signal
@@ -118,14 +117,22 @@ def make_train_step(model, tx, aux_weights, ema_decay: float = 0.0, grad_accum: 
   return train_step
 
 
-def jit_train_step(model, tx, config, mesh, donate: bool = True):
-  """make_train_step jitted over `mesh`: state and rng replicated, batch split on "data"."""
+def jit_train_step(model, tx, config, mesh, state_sharding=None, donate: bool = True):
+  """make_train_step jitted over `mesh`: the batch split over every device, the rng and
+  metrics replicated, the state as `state_sharding` (a tree of shardings, e.g. the
+  `state_shardings` of init_state's state; None = replicated)."""
   aux_weights = model.aux_loss_weights  # one per auxiliary output (segjax.models.segmentor)
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state_sharding = rep if state_sharding is None else state_sharding
   step_fn = make_train_step(model, tx, aux_weights, config.optim.get("ema_decay", 0.0),
                             config.train.get("grad_accum", 1))
-  return jax.jit(step_fn, in_shardings=(rep, shard, rep),
-                 out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
+  return jax.jit(step_fn, in_shardings=(state_sharding, shard, rep),
+                 out_shardings=(state_sharding, rep), donate_argnums=(0,) if donate else ())
+
+
+def state_shardings(state: TrainState) -> TrainState:
+  """The shardings of a state's arrays (what init_state placed, and restores keep)."""
+  return jax.tree.map(lambda x: x.sharding, state)
 
 
 def optimizer_for(model, config, num_steps: int):
@@ -137,22 +144,28 @@ def optimizer_for(model, config, num_steps: int):
 
 
 def init_state(model, config, mesh, tx_fn) -> TrainState:
-  """Random initial state, created directly replicated over the mesh."""
+  """Random initial state, created directly on the mesh: replicated, or with parallel.fsdp > 1
+  its large arrays split over the fsdp axis (parallel.state_shardings), never whole on one
+  device."""
   shape = eval_lib.input_shape(config)  # (1, h, w, 3) images, (1, d, h, w, 1) volumes
   rep = parallel.replicated(mesh)
 
-  @functools.partial(jax.jit, out_shardings=rep)
   def init(rng):
     variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
-    return variables["params"], variables.get("batch_stats", {})
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-  params, batch_stats = init(jax.random.key(config.seed))
+  rng = jax.random.key(config.seed)
+  placed = parallel.state_shardings(jax.eval_shape(init, rng), mesh, config)
+  variables = jax.jit(init, out_shardings=placed)(rng)
+  params, batch_stats = variables["params"], variables["batch_stats"]
   tx = tx_fn(params)
-  opt_state = jax.jit(tx.init, out_shardings=rep)(params)
+  opt_state = jax.jit(tx.init, out_shardings=parallel.state_shardings(
+      jax.eval_shape(tx.init, params), mesh, config))(params)
   step = jax.device_put(jnp.zeros((), jnp.int32), rep)
   ema = None
   if config.optim.get("ema_decay", 0.0) > 0:  # a copy (its own buffers: the state is donated)
-    ema = {"params": jax.jit(lambda p: jax.tree.map(lambda x: x * 1, p), out_shardings=rep)(params)}
+    ema = {"params": jax.jit(lambda p: jax.tree.map(lambda x: x * 1, p),
+                             out_shardings=placed["params"])(params)}
   return TrainState(step, params, batch_stats, opt_state, ema), tx
 
 
@@ -286,7 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
 def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   is_main = jax.process_index() == 0
-  mesh = parallel.make_mesh()
+  mesh = parallel.mesh_for(config)
   grad_accum = config.train.get("grad_accum", 1)
   if grad_accum < 1:
     raise ConfigError(f"train.grad_accum must be >= 1, got {grad_accum}")
@@ -310,6 +323,14 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("model %s/%s: %s parameters", config.model.name,
                config.model.get("backbone", {}).get("name", "-"), f"{num_params:,}")
+  if mesh.shape[parallel.FSDP_AXIS] > 1:
+    leaves = jax.tree.leaves(state)
+    split = [x for x in leaves if not x.sharding.is_fully_replicated]
+    per_device = sum(x.addressable_shards[0].data.nbytes for x in leaves)
+    logging.info("fsdp: mesh %s; %d of %d state arrays (%.0f%% of the elements) split %d ways; "
+                 "%.1f MiB of state per device", dict(mesh.shape), len(split), len(leaves),
+                 100 * sum(x.size for x in split) / max(1, sum(x.size for x in leaves)),
+                 mesh.shape[parallel.FSDP_AXIS], per_device / 2 ** 20)
 
   # ---------------------------------------------------------------- restore
   # Everything is checked before the first write: a resume with the wrong config or a
@@ -353,7 +374,7 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
 
   # ---------------------------------------------------------------- compiled functions
-  train_step = jit_train_step(model, tx, config, mesh)
+  train_step = jit_train_step(model, tx, config, mesh, state_shardings(state))
   evaluator = eval_lib.Evaluator(model, config, mesh, eval_source)
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   palette = data_lib.palette(config.data)

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from segjax import data as data_lib
-from segjax import models, parallel, runtime, train
+from segjax import evaluate, models, parallel, runtime, train
 from segjax.data import pipeline
 from segjax.errors import ConfigError
 from tests.conftest import REPO, load_config
@@ -27,7 +27,8 @@ def _run_steps(config, mesh, batches, tx=None):
   model = models.build_model(config)
   tx_fn = (lambda p: tx) if tx is not None else train.optimizer_for(model, config, 100)
   state, tx = train.init_state(model, config, mesh, tx_fn)
-  step = train.jit_train_step(model, tx, config, mesh, donate=False)
+  step = train.jit_train_step(model, tx, config, mesh, train.state_shardings(state),
+                              donate=False)
   metrics = None
   for local in batches:
     state, metrics = step(state, parallel.global_batch(local, mesh), jax.random.key(0))
@@ -135,6 +136,68 @@ def test_remat_on_a_backbone_without_it_is_one_clear_error():
     models.build_model(config)
 
 
+def _deterministic(config):
+  config.model.backbone.drop_path_rate = 0.0
+  config.model.decode_head.dropout = 0.0
+  config.parallel.fsdp_min_size = 256  # the test model's arrays are tiny
+  return config
+
+
+def test_fsdp_splits_the_state_and_trains_like_data_parallel():
+  """8 devices as a 4 x 2 (data, fsdp) mesh train to the parameters of 8 x 1 (SGD with
+  momentum, two steps), while every large parameter and its momentum is held half per
+  device."""
+  config = _deterministic(load_config("test"))
+  batches = _batches(config, 8, 2)
+  tx = optax.sgd(0.1, momentum=0.9)
+  replicated, _, _ = _run_steps(config, parallel.mesh_for(config), batches, tx)
+  config.parallel.fsdp = 2
+  mesh = parallel.mesh_for(config)
+  assert dict(mesh.shape) == {"data": 4, "fsdp": 2}
+  model = models.build_model(config)
+  state, _ = train.init_state(model, config, mesh, lambda p: tx)
+  kernel = state.params["decode_head"]["fuse"]["kernel"]  # (1, 1, 64, 16)
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, "fsdp")
+  assert kernel.addressable_shards[0].data.shape[2] == kernel.shape[2] // 2
+  momentum = state.opt_state[0].trace["decode_head"]["fuse"]["kernel"]
+  assert momentum.sharding == kernel.sharding
+  big = [x for x in jax.tree.leaves(state.params) if x.size >= 256]
+  split = [x for x in big if not x.sharding.is_fully_replicated]
+  assert len(split) >= 0.9 * len(big), (len(split), len(big))  # odd-sized ones may not split
+  sharded, _, _ = _run_steps(config, mesh, batches, tx)
+  moved = [float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(sharded.params), jax.tree.leaves(jax.device_get(state.params)))]
+  assert max(moved) > 1e-3  # the steps changed the parameters
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+               replicated.params, sharded.params)
+
+
+def test_fsdp_run_checkpoints_and_evaluates_on_any_mesh(tmp_path):
+  """A run on the 4 x 2 mesh saves split arrays; --mode=evaluate on 8 x 1 restores them
+  replicated and scores exactly what the run scored at its last step."""
+  config = _deterministic(load_config("test"))
+  config.train.async_checkpoint = False
+  config.parallel.fsdp = 2
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(config, workdir)
+  config.parallel.fsdp = 1
+  again = evaluate.evaluate_workdir(config, workdir)
+  assert again["step"] == config.train.num_steps
+  assert again["mIoU"] == results["mIoU"] and again["aAcc"] == results["aAcc"]
+
+
+def test_fsdp_bad_sizes_are_config_errors():
+  with pytest.raises(ConfigError, match="parallel.fsdp=3 must be a positive divisor of the 8"):
+    parallel.make_mesh(fsdp=3)
+  with pytest.raises(ConfigError, match=r"fsdp_rules entry \('kernel', 0\) splits params/a/"
+                     r"kernel \(3, 4\)"):
+    parallel.fsdp_dim("params/a/kernel", (3, 4), 2, 1, (("kernel", 0),))
+  assert parallel.fsdp_dim("params/a/kernel", (4, 6), 2, 1, ()) == 1  # largest divisible
+  assert parallel.fsdp_dim("params/a/kernel", (4, 6), 2, 1, (("a/", None),)) is None
+  assert parallel.fsdp_dim("params/a/kernel", (4, 6), 2, 1, (("a/", -2),)) == 0
+  assert parallel.fsdp_dim("params/a/bias", (6,), 2, 100, ()) is None  # small: replicated
+
+
 def test_compile_cache_location(monkeypatch, tmp_path):
   config = ml_collections.ConfigDict({"compile_cache_dir": ""})
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
@@ -177,3 +240,20 @@ def test_backend_check_names_the_backend_and_warns_about_slow_choices(capsys):
   config.model.backbone.dwconv_impl = "xla"
   runtime.check_backend(config)
   assert "dwconv_impl='xla' is the slow depthwise convolution on CPU" in capsys.readouterr().err
+
+
+def test_summary_reports_train_memory_per_remat_policy():
+  """segjax.tools.summary --train_memory compiles the step per policy: the state is the same
+  size under each, recomputation shows as extra FLOPs; a backbone without per-block
+  recomputation reports "none" only."""
+  from segjax.tools import summary
+  config = load_config("test")
+  config.data.crop_size = (64, 64)
+  report = summary.train_memory(config, 2)
+  assert list(report) == ["none", "block", "full"]
+  assert len({r["arguments_mib"] for r in report.values()}) == 1
+  assert report["none"]["arguments_mib"] > 0 and report["none"]["temporaries_mib"] > 0
+  flops = [report[p]["train_gflops_per_image"] for p in ("none", "block", "full")]
+  assert flops[0] < flops[2], flops
+  config.model.backbone = {"name": "poolformer_s12"}
+  assert list(summary.train_memory(config, 2)) == ["none"]

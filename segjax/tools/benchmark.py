@@ -76,8 +76,13 @@ def peak_memory_bytes():
 
 
 def benchmark(config, batch_size, steps, warmup, profile_rows=0):
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(batch_size, mesh, "--batch_size")
+  mesh = parallel.mesh_for(config)
+  grad_accum = config.train.get("grad_accum", 1)
+  if grad_accum < 1 or batch_size % grad_accum:
+    raise ConfigError(f"--batch_size={batch_size} must be a multiple of "
+                      f"train.grad_accum={grad_accum}")
+  parallel.check_batch_size(batch_size // grad_accum, mesh,
+                            f"--batch_size / train.grad_accum ({grad_accum})")
   model = models.build_model(config)
   h, w = config.data.crop_size
   rng = np.random.RandomState(0)
@@ -86,7 +91,8 @@ def benchmark(config, batch_size, steps, warmup, profile_rows=0):
       "label": rng.randint(0, config.data.num_classes, (batch_size, h, w)).astype(np.uint8)},
       mesh)
   state, tx = train.init_state(model, config, mesh, train.optimizer_for(model, config, 1000))
-  step = train.jit_train_step(model, tx, config, mesh, donate=False)
+  step = train.jit_train_step(model, tx, config, mesh, train.state_shardings(state),
+                              donate=False)
   key = jax.random.key(0)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
@@ -105,8 +111,8 @@ def benchmark(config, batch_size, steps, warmup, profile_rows=0):
     op_profile.print_profile(rows, profile_rows)
 
   logits_fn = evaluate.make_logits_fn(model, config.eval, config.data.num_classes)
-  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  fwd = jax.jit(lambda v, x: jnp.argmax(logits_fn(v, x), -1), in_shardings=(rep, shard),
+  shard = parallel.batch_sharded(mesh)
+  fwd = jax.jit(lambda v, x: jnp.argmax(logits_fn(v, x), -1), in_shardings=(None, shard),
                 out_shardings=shard)
   variables = holder["state"].variables
   t0 = time.perf_counter()
