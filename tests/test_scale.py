@@ -240,6 +240,10 @@ def test_backend_check_names_the_backend_and_warns_about_slow_choices(capsys):
   config.model.backbone.dwconv_impl = "xla"
   runtime.check_backend(config)
   assert "dwconv_impl='xla' is the slow depthwise convolution on CPU" in capsys.readouterr().err
+  config.model.backbone.dwconv_impl = "auto"
+  config.model.dtype = "bfloat16"
+  runtime.check_backend(config)
+  assert "model dtype bfloat16 on CPU trains badly" in capsys.readouterr().err
 
 
 def test_summary_reports_train_memory_per_remat_policy():
