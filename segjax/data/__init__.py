@@ -11,7 +11,7 @@ from segjax.data.base import IGNORE_INDEX, DatasetSpec, Source, default_palette 
 from segjax.data.registry import DATASETS
 from segjax.data import (  # noqa: F401  (register themselves)
     ade20k, cityscapes, coco_stuff, folder, mapillary, pascal_context, synthetic, voc_aug)
-from segjax.data import synthetic_volumes  # noqa: F401  (registers itself)
+from segjax.data import synthetic_city, synthetic_volumes  # noqa: F401  (register themselves)
 from segjax.data.cityscapes import Cityscapes  # noqa: F401
 from segjax.data.folder import Folder  # noqa: F401
 from segjax.data.synthetic import Synthetic  # noqa: F401
