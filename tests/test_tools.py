@@ -31,6 +31,25 @@ def test_summary_counts_params_and_flops():
                                                               for l in lines)
 
 
+def test_summary_reports_train_memory_per_remat_policy():
+  """--train_memory compiles the train step per remat policy: the state is the same size
+  under each, recomputation shows as extra FLOPs; a backbone without per-block recomputation
+  reports "none" only."""
+  report = json.loads(run_tool("summary", "--train_memory", "--batch_size=2",
+                               "--config.data.crop_size=(64, 64)")[-1])["train_memory"]
+  assert list(report) == ["none", "block", "full"]
+  assert len({r["arguments_mib"] for r in report.values()}) == 1
+  assert report["none"]["arguments_mib"] > 0 and report["none"]["temporaries_mib"] > 0
+  flops = [report[p]["train_gflops_per_image"] for p in ("none", "block", "full")]
+  assert flops[0] < flops[2], flops
+  proc = subprocess.run(
+      [sys.executable, "-m", "segjax.tools.summary", "--config=configs/fpn_poolformer_s12_ade.py",
+       "--train_memory", "--batch_size=1", "--config.data.crop_size=(64, 64)"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert list(json.loads(proc.stdout.strip().splitlines()[-1])["train_memory"]) == ["none"]
+
+
 def test_benchmark_reports_throughput_and_memory():
   out = json.loads(run_tool("benchmark", "--batch_size=8", "--steps=1", "--warmup=0",
                             "--dwconv_impl=xla")[-1])

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.errors import ConfigError
+from segjax.models import precision  # noqa: F401  (bfloat16 sums in float32 on CPU)
 from segjax.models import backbones  # noqa: F401  (registers)
 from segjax.models import heads  # noqa: F401  (registers)
 from segjax.models import necks  # noqa: F401  (registers)
