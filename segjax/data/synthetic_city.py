@@ -30,12 +30,11 @@ from typing import Callable, Tuple, Union
 
 import numpy as np
 
-from segjax.data import base
+from segjax.data import base, synthetic
 from segjax.data.cityscapes import CLASS_NAMES, PALETTE
 from segjax.data.registry import DATASETS
 
 DEFAULT_IMAGE_SIZE = (256, 512)  # (h, w): Cityscapes' 1:2 frame at 1/4 of its side
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 _ID = {name: i for i, name in enumerate(CLASS_NAMES)}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE = (
     _ID[n] for n in ("road", "sidewalk", "building", "wall", "fence", "pole"))
@@ -843,29 +842,16 @@ def render(rng: np.random.Generator, image_size=DEFAULT_IMAGE_SIZE):
   return _Scene(rng, image_size).render()
 
 
-class SyntheticCity(base.Source):
-  """`size` street scenes of `image_size` (h, w) of one split."""
+class SyntheticCity(synthetic.Synthetic):
+  """`size` street scenes of `image_size` (h, w) of one split (Synthetic's source, this
+  module's renderer)."""
   class_names = CLASS_NAMES
   palette = PALETTE
+  name = "synthetic_city"
+  render = staticmethod(lambda rng, image_size: render(rng, image_size))
 
   def __init__(self, split: str, size: int, image_size=DEFAULT_IMAGE_SIZE, seed: int = 0):
-    if split not in _SPLIT_IDS:
-      raise ValueError(f"synthetic_city split must be one of {sorted(_SPLIT_IDS)}, "
-                       f"got {split!r}")
-    self.split_id = _SPLIT_IDS[split]
-    self.length = int(size)
-    self.image_size = tuple(int(s) for s in image_size)
-    self.seed = int(seed)
-
-  def __len__(self):
-    return self.length
-
-  def size(self, index):
-    return self.image_size
-
-  def load(self, index):
-    return render(np.random.default_rng([self.seed, self.split_id, int(index)]),
-                  self.image_size)
+    super().__init__(split, size, image_size, seed)
 
 
 def _open(data_cfg, split):
