@@ -19,12 +19,12 @@ _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 class Synthetic(base.Source):
   class_names = CLASS_NAMES
   palette = PALETTE
-  name = "synthetic"
+  dataset = "synthetic"
   render = staticmethod(lambda rng, image_size: render(rng, image_size))  # (image, mask)
 
   def __init__(self, split: str, size: int, image_size=(128, 128), seed: int = 0):
     if split not in _SPLIT_IDS:
-      raise ValueError(f"{self.name} split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
+      raise ValueError(f"{self.dataset} split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
     self.split_id = _SPLIT_IDS[split]
     self.length = int(size)
     self.image_size = tuple(int(s) for s in image_size)

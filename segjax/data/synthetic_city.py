@@ -847,7 +847,7 @@ class SyntheticCity(synthetic.Synthetic):
   module's renderer)."""
   class_names = CLASS_NAMES
   palette = PALETTE
-  name = "synthetic_city"
+  dataset = "synthetic_city"
   render = staticmethod(lambda rng, image_size: render(rng, image_size))
 
   def __init__(self, split: str, size: int, image_size=DEFAULT_IMAGE_SIZE, seed: int = 0):
