@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
                                          "dropout": 0.1})
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adamw"  # adamw | sgd (momentum, coupled L2 weight decay: torch's SGD)
+  c.optim.name = "adamw"  # adamw | sgd | adam (sgd, adam: coupled L2 decay, as in torch)
   c.optim.lr = 6e-5
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999

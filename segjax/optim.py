@@ -1,8 +1,9 @@
 """Optimizer and learning-rate schedule built from config.optim.
 
-Two recipes: `adamw` (SegFormer, Swin: decoupled weight decay) and `sgd` (the CNN models of
+Three recipes: `adamw` (SegFormer, Swin: decoupled weight decay), `sgd` (the CNN models of
 mmseg: momentum 0.9 and *coupled* L2 decay, i.e. wd * param added to the gradient before
-momentum, exactly torch.optim.SGD). Per-parameter rules:
+momentum, exactly torch.optim.SGD) and `adam` (torch.optim.Adam with its coupled L2 decay:
+the real-time papers' recipe, ENet, ESPNet, CGNet). Per-parameter rules:
   lr_mults          (regex, multiplier) over "/"-joined parameter paths, first match wins
                     (SegFormer's head x10). Multiplier 0 freezes: no update at all, weight
                     decay included (pair it with a backbone's `frozen_stages`, which stops
@@ -33,7 +34,7 @@ import optax
 
 from segjax.errors import ConfigError
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "adam")
 
 
 def path_str(path) -> str:
@@ -160,6 +161,9 @@ def make_optimizer(cfg, params, num_steps: int, layer_id: Optional[LayerId] = No
     if name == "adamw":
       transforms[group] = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                                       weight_decay=wd)
+    elif name == "adam":
+      transforms[group] = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
+                                      optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
     else:
       transforms[group] = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
                                       optax.sgd(schedule, momentum=cfg.momentum))

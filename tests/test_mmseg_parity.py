@@ -66,8 +66,8 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.config for r in ROWS])
-def test_logits_equal_mmseg(tmp_path, row):
+def _converted_pair(tmp_path, row: Row):
+  """(mmseg model, converted Segmenter, config, uint8 images, normalised images) of a row."""
   config = load_config(row.config)
   jax_model = config.model.to_dict()
   model, _ = ref.mmseg_model(row.mmseg_config, lambda mm: row.shrink(mm, jax_model))
@@ -77,16 +77,48 @@ def test_logits_equal_mmseg(tmp_path, row):
   ref.save_checkpoint(model, str(ckpt))
   convert_main.convert(str(ckpt), str(tmp_path / "jax"), config, fmt="mmseg")
   seg = Segmenter.from_workdir(str(tmp_path / "jax"))
-
   images = np.random.RandomState(0).randint(0, 256, (1, *row.hw, 3)).astype(np.uint8)
   normalised = ((images.astype(np.float32) - np.asarray(config.data.mean, np.float32))
                 / np.asarray(config.data.std, np.float32))
-  expected = ref.encode_decode(model, normalised)
-  ours = seg.logits(images, resize_to_input=True)
-  assert ours.shape == expected.shape == (1, *row.hw, config.data.num_classes)
+  return model, seg, config, images, normalised
+
+
+def _assert_close(ours: np.ndarray, expected: np.ndarray) -> None:
+  assert ours.shape == expected.shape, (ours.shape, expected.shape)
   scale = np.max(np.abs(expected))
   assert scale > 0.1  # a real signal, not a dead network
   assert np.max(np.abs(ours - expected)) <= 1e-4 * scale, np.max(np.abs(ours - expected)) / scale
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.config for r in ROWS])
+def test_logits_equal_mmseg(tmp_path, row):
+  model, seg, config, images, normalised = _converted_pair(tmp_path, row)
+  expected = ref.encode_decode(model, normalised)
+  ours = seg.logits(images, resize_to_input=True)
+  assert ours.shape == (1, *row.hw, config.data.num_classes)
+  _assert_close(ours, expected)
+
+
+# Rows whose auxiliary heads (deep supervision, trained only) are compared too: each head's
+# logits at its own feature resolution, mmseg's `auxiliary_head(extract_feat(x))` against the
+# last len(auxiliary_head) outputs of the segjax model's aux tuple.
+AUX = ("pspnet_r50_d8_city",)
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r.config in AUX], ids=lambda r: r.config)
+def test_auxiliary_logits_equal_mmseg(tmp_path, row):
+  import torch
+  model, seg, _, _, normalised = _converted_pair(tmp_path, row)
+  heads = model.auxiliary_head
+  heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
+  with torch.no_grad():
+    feats = model.extract_feat(torch.from_numpy(normalised.transpose(0, 3, 1, 2).copy()))
+    expected = [h.forward(feats).numpy().transpose(0, 2, 3, 1) for h in heads]
+  _, aux = seg.model.apply(seg.variables, jnp.asarray(normalised), train=False)
+  ours = [np.asarray(a, np.float32) for a in aux[len(aux) - len(expected):]]
+  assert len(expected) >= 1 and len(ours) == len(expected)
+  for o, e in zip(ours, expected):
+    _assert_close(o, e)
 
 
 # Full-size parameter counts (19 classes, auxiliary heads included) equal mmseg's; the r101

@@ -446,6 +446,24 @@ def test_layer_wise_lr_decay_scales_each_backbone_layer(test_config):
     optim.make_optimizer(cfg, params, 10, layer_id=backbone.layer_id)
 
 
+
+def test_adam_couples_weight_decay_into_the_gradient_like_torch(test_config):
+  """`adam` is torch.optim.Adam: decay joins the gradient and is normalised with it, so a
+  zero gradient still moves a weight by a full first step (lr); adamw decays by lr * wd."""
+  cfg = test_config.optim
+  cfg.update(weight_decay=0.1, warmup_steps=0, lr=0.01, end_lr=0.0, lr_mults=(),
+             no_decay=(), no_decay_norms=False)
+  params = {"w": jnp.ones((3,))}
+  zero = {"w": jnp.zeros((3,))}
+  steps = {}
+  for name in ("adam", "adamw"):
+    cfg.name = name
+    tx = optim.make_optimizer(cfg, params, 10)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    steps[name] = float(updates["w"][0])
+  assert steps["adam"] == pytest.approx(-0.01, rel=1e-4)
+  assert steps["adamw"] == pytest.approx(-0.01 * 0.1, rel=1e-4)
+
 def test_ema_of_weights_is_tracked_saved_and_evaluated(tmp_path):
   config = small_run_config(num_steps=4, eval_every=4, checkpoint_every=4)
   config.optim.ema_decay = 0.5
