@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import flax
 import jax
@@ -281,6 +281,14 @@ def _format_eta(seconds: float) -> str:
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+def _results_step(path) -> Optional[int]:
+  """The step of an eval_results.json, None when there is none (or it is unreadable)."""
+  try:
+    return int(json.loads(path.read_text())["step"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains config's model in workdir (resuming if it holds a checkpoint); returns the last
   evaluation results."""
@@ -414,6 +422,10 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
   if start_step >= num_steps:
     logging.warning("%s already holds step %d >= train.num_steps=%d; nothing to train "
                     "(raise --config.train.num_steps to continue)", workdir, start_step, num_steps)
+    if _results_step(workdir_path / "eval_results.json") != start_step:
+      # Stopped between the last checkpoint and its evaluation (a kill during the final
+      # eval): evaluate it now, so a finished run always ends with its own results.
+      results = run_eval(start_step)
   else:
     logging.info("training steps %d..%d, global batch %d", start_step + 1, num_steps,
                  config.train.batch_size)

@@ -1,6 +1,7 @@
 """Training: learning, sharding invariance, resume, preemption, NaN, evaluate/predict modes."""
 import json
 import os
+import shutil
 import signal
 
 import jax
@@ -215,6 +216,23 @@ def test_kill_and_resume_continues_the_same_trajectory(trained, tmp_path, monkey
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                resumed, reference)
 
+
+
+def test_a_finished_run_killed_in_its_final_eval_evaluates_on_restart(trained, tmp_path):
+  """The last checkpoint is saved before the final evaluation; a kill in between leaves
+  eval_results.json at an older step. Restarting evaluates the last step (no training), so a
+  finished run always ends with its own results; a second restart does nothing."""
+  config, ref_dir, results = trained
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  saved = json.loads((workdir / "eval_results.json").read_text())
+  (workdir / "eval_results.json").write_text(json.dumps({**saved, "step": 3}))
+  again = train.train_and_evaluate(config, str(workdir))
+  restored = json.loads((workdir / "eval_results.json").read_text())
+  assert restored["step"] == 6
+  assert again["mIoU"] == pytest.approx(results["mIoU"], abs=1e-6)
+  assert [json.loads(l)["step"] for l in open(workdir / "eval_history.jsonl")] == [3, 6]
+  assert train.train_and_evaluate(config, str(workdir)) == {}
 
 def test_sigterm_checkpoints_and_exits(tmp_path, monkeypatch):
   config = small_run_config(num_steps=50, checkpoint_every=100, eval_every=100)
