@@ -1,0 +1,375 @@
+"""Ablation sweeps: a Study is a base config, settings (config overrides) and seeds.
+
+An `experiments/<study>.py` script describes one and hands it to `sweep.main`:
+
+  python experiments/deep_supervision.py                  # run (or resume), then report
+  python experiments/deep_supervision.py --scale=paper --launch=tpu:NAME:ZONE:v4-8
+  python experiments/deep_supervision.py --collect        # report from finished runs only
+
+Every run is an ordinary `python -m segjax.main` process with `--config.<key>=<value>`
+overrides and its own workdir, <runs>/<study>/<scale>/<label>/seed<k>, and log beside it:
+what a study did can be rerun, evaluated or inspected like any run. Runs go one after the
+other (two 2-core jobs at once only slow each other down); a run whose eval_results.json is
+at its config's last step is finished and never rerun, an unfinished one resumes from its
+checkpoint, so an interrupted study restarts where it stopped.
+
+Every result row comes from a run's own eval_results.json (plus the cached output of
+`segjax.tools.summary` / `segjax.tools.benchmark` for a setting when the study measures
+GFLOPs or speed); the script writes results.jsonl (one row per run), results.md (mean +- std
+over seeds per setting, sample std) and PNG plots next to itself, <script dir>/<study>/<scale>/,
+and adds nothing by hand. `--scale=cpu` (default) is sized for this 2-core machine (each study
+<= ~45 min); `--scale=paper` is the study at full size, for accelerators.
+"""
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import app, flags
+
+from segjax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCALES = ("cpu", "paper")
+# What a `measure` entry runs, and the keys of its final JSON line that become columns.
+TOOLS = {
+    "summary": (("segjax.tools.summary",), ("params", "gflops")),
+    "benchmark": (("segjax.tools.benchmark", "--steps=3", "--warmup=1"),
+                  ("train_images_per_s", "eval_images_per_s", "peak_memory_gib")),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("scale", "cpu", SCALES, "cpu: sized for a 2-core machine; paper: full size.")
+flags.DEFINE_integer("seeds", None, "Seeds per setting (default: the study's, >= 3).")
+flags.DEFINE_list("only", None, "Run and report only these setting labels.")
+flags.DEFINE_bool("collect", False, "Report from finished runs only; start nothing.")
+flags.DEFINE_string("launch", "local", "local: run here, one after the other; "
+                    "tpu:NAME:ZONE:ACCELERATOR: print the launch.sh lines instead.")
+flags.DEFINE_string("runs", os.path.join(REPO, "runs", "experiments"), "Parent of the runs.")
+flags.DEFINE_string("out", None, "Where results go (default: <script dir>/<study>/<scale>).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of a study: a label (a directory name) and config overrides (dotted keys)."""
+  label: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  config: Optional[str] = None  # another base config file for this setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """A study's base config and the overrides every setting gets at one scale."""
+  config: str  # relative to the repository root
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  name: str
+  description: str  # the question, one paragraph: the head of results.md
+  scales: Mapping[str, Scale]  # "cpu" and, documented, "paper"
+  settings: Sequence[Setting]
+  seeds: int = 3
+  measure: Sequence[str] = ()  # "summary" (params, GFLOPs), "benchmark" (img/s, memory)
+  classes: Sequence[str] = ()  # per-class IoU columns (e.g. the rarest classes)
+  plots: Sequence[Tuple[str, str]] = (("setting", "mIoU"),)  # (x column, y column)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  setting: Setting
+  seed: int
+  config: str
+  overrides: Tuple[Tuple[str, Any], ...]
+  workdir: str
+
+  @property
+  def log(self) -> str:
+    return self.workdir + ".log"
+
+  def command(self, python: str = sys.executable) -> List[str]:
+    return [python, "-m", "segjax.main", f"--config={self.config}", f"--workdir={self.workdir}",
+            *override_flags(self.overrides)]
+
+
+def format_value(value: Any) -> str:
+  """A value as ml_collections' --config.key=value parser reads it back."""
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (int, float)):
+    return repr(value)
+  if isinstance(value, str):
+    return value
+  if isinstance(value, (tuple, list)):
+    return "(" + ",".join(repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  raise ConfigError(f"sweep: cannot pass {value!r} ({type(value).__name__}) as a command-line "
+                    "override; use a number, string, bool or tuple")
+
+
+def override_flags(overrides) -> List[str]:
+  return [f"--config.{k}={format_value(v)}" for k, v in overrides]
+
+
+def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
+         only: Optional[Sequence[str]] = None) -> List[Run]:
+  """Every (setting, seed) run of `study` at `scale`, in order; refuses a bad study."""
+  if scale not in study.scales:
+    raise ConfigError(f"study {study.name!r} has no scale {scale!r} (it has "
+                      f"{', '.join(study.scales)})")
+  seeds = study.seeds if seeds is None else seeds
+  if seeds < 1:
+    raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+  labels = [s.label for s in study.settings]
+  if len(set(labels)) != len(labels) or not all(l and "/" not in l for l in labels):
+    raise ConfigError(f"study {study.name!r}: setting labels must be unique directory names, "
+                      f"got {labels}")
+  unknown = sorted(set(only or ()) - set(labels))
+  if unknown:
+    raise ConfigError(f"--only: no setting {unknown} in study {study.name!r} ({labels})")
+  for tool in study.measure:
+    if tool not in TOOLS:
+      raise ConfigError(f"study {study.name!r}: measure {tool!r} is not one of {sorted(TOOLS)}")
+  base = study.scales[scale]
+  if "://" not in runs_dir:  # gs:// workdirs stay as given
+    runs_dir = os.path.abspath(runs_dir)
+  out = []
+  for setting in study.settings:
+    if only and setting.label not in only:
+      continue
+    for seed in range(seeds):
+      overrides = {**base.overrides, **setting.overrides, "seed": seed}
+      out.append(Run(setting, seed, setting.config or base.config, tuple(overrides.items()),
+                     os.path.join(runs_dir, study.name, scale, setting.label, f"seed{seed}")))
+  return out
+
+
+def finished(workdir: str) -> bool:
+  """True when the run's eval_results.json is at its config's train.num_steps."""
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      num_steps = json.load(f)["train"]["num_steps"]
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+      return json.load(f)["step"] == num_steps
+  except (OSError, ValueError, KeyError, TypeError):
+    return False
+
+
+def execute(run: Run) -> None:
+  """Runs (or resumes) one run as its own process, its output appended to run.log; adds the
+  process's wall time to <workdir>.time.json so the study reports what its runs cost."""
+  os.makedirs(os.path.dirname(run.workdir), exist_ok=True)
+  start = time.time()
+  with open(run.log, "a") as log:
+    log.write(f"$ {shlex.join(run.command())}\n")
+    log.flush()
+    code = subprocess.call(run.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+  timing = run.workdir + ".time.json"
+  spent = _read_json(timing, {}).get("wall_s", 0.0) + time.time() - start
+  _write_json(timing, {"wall_s": round(spent, 1)})
+  if code != 0 or not finished(run.workdir):
+    tail = "".join(open(run.log).readlines()[-5:])
+    raise RuntimeError(f"sweep: run {run.workdir} failed (exit status {code}); the end of "
+                       f"{run.log}:\n{tail}")
+
+
+def measure(study: Study, run: Run, python: str = sys.executable) -> Dict[str, Any]:
+  """The study's measured columns for a setting (cached beside its runs: one per setting)."""
+  row = {}
+  for tool in study.measure:
+    module_args, keys = TOOLS[tool]
+    cache = os.path.join(os.path.dirname(run.workdir), f"{tool}.json")
+    if not os.path.exists(cache):
+      cmd = [python, "-m", *module_args, f"--config={run.config}",
+             *override_flags(run.overrides)]
+      proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+      lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+      if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"sweep: {shlex.join(cmd)} failed (exit status {proc.returncode}):\n"
+                           f"{proc.stderr[-2000:]}")
+      _write_json(cache, json.loads(lines[-1]))
+    found = _read_json(cache, {})
+    row.update({k: found[k] for k in keys if k in found})
+  return row
+
+
+def result_row(study: Study, scale: str, run: Run) -> Dict[str, Any]:
+  """One results.jsonl row, from the run's own eval_results.json."""
+  with open(os.path.join(run.workdir, "eval_results.json")) as f:
+    saved = json.load(f)
+  metrics = saved["metrics"]
+  row = {"study": study.name, "scale": scale, "setting": run.setting.label, "seed": run.seed,
+         "step": saved["step"], "config": run.config,
+         "overrides": {k: v for k, v in run.overrides if k != "seed"}}
+  row.update({k: metrics[k] for k in ("mIoU", "mAcc", "aAcc", "mDice") if k in metrics})
+  for name in study.classes:
+    row[f"IoU.{name}"] = metrics["IoU"][name]
+  timing = _read_json(run.workdir + ".time.json", {})
+  if "wall_s" in timing:
+    row["run_minutes"] = round(timing["wall_s"] / 60, 2)
+  return row
+
+
+def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+  """Per setting (in first-seen order): n and the mean and sample std of every numeric column
+  any of its rows has ({"mIoU": (mean, std)}); std is nan for a single seed."""
+  settings: Dict[str, List[Dict[str, Any]]] = {}
+  for row in rows:
+    settings.setdefault(row["setting"], []).append(row)
+  out = []
+  for label, group in settings.items():
+    agg: Dict[str, Any] = {"setting": label, "n": len(group)}
+    keys = [k for k in dict.fromkeys(k for r in group for k in r)
+            if k not in ("seed", "step") and all(_numeric(r.get(k)) or r.get(k) is None
+                                                  for r in group)]
+    for key in keys:
+      values = [float(r[key]) for r in group if _numeric(r.get(key))]
+      if not values:
+        continue
+      mean = sum(values) / len(values)
+      std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+             if len(values) > 1 else float("nan"))
+      agg[key] = (mean, std)
+    out.append(agg)
+  return out
+
+
+def _numeric(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _cell(key: str, value: Tuple[float, float]) -> str:
+  mean, std = value
+  pct = key.startswith(("mIoU", "mAcc", "aAcc", "mDice", "IoU."))
+  scale, fmt = (100.0, "{:.2f}") if pct else (1.0, "{:.4g}")
+  text = fmt.format(mean * scale)
+  return text if math.isnan(std) else f"{text} ± {fmt.format(std * scale)}"
+
+
+def markdown(study: Study, scale: str, table: Sequence[Dict[str, Any]]) -> str:
+  columns = [k for k in dict.fromkeys(k for r in table for k in r) if k not in ("setting", "n")]
+  lines = [f"# {study.name} ({scale})", "", study.description.strip(), "",
+           "Mean ± sample std over seeds; IoU/accuracy in %. Written by `segjax.tools.sweep` "
+           "from the runs' eval_results.json.", "",
+           "| setting | seeds | " + " | ".join(columns) + " |",
+           "|---|---|" + "---|" * len(columns)]
+  for r in table:
+    cells = [_cell(k, r[k]) if k in r else "" for k in columns]
+    lines.append(f"| {r['setting']} | {r['n']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(study: Study, table: Sequence[Dict[str, Any]], out_dir: str) -> List[str]:
+  """One PNG per (x, y) of study.plots: y's mean with std error bars against x (a column, or
+  "setting" for a labelled axis)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  written = []
+  for x_key, y_key in study.plots:
+    points = [r for r in table if y_key in r and (x_key == "setting" or x_key in r)]
+    if not points:
+      continue
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ys = [r[y_key][0] for r in points]
+    errs = [0.0 if math.isnan(r[y_key][1]) else r[y_key][1] for r in points]
+    if x_key == "setting":
+      xs = list(range(len(points)))
+      ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=4)
+      ax.set_xticks(xs, [r["setting"] for r in points], rotation=20)
+    else:
+      xs = [r[x_key][0] for r in points]
+      ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=4)
+      for x, y, r in zip(xs, ys, points):
+        ax.annotate(r["setting"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    ax.set_title(study.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{y_key}_vs_{x_key}.png".replace("/", "_"))
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def report(study: Study, scale: str, runs: Sequence[Run], out_dir: str) -> List[Dict]:
+  """results.jsonl, results.md and the plots from the finished runs among `runs`."""
+  rows = []
+  measured: Dict[str, Dict[str, Any]] = {}
+  for run in runs:
+    if not finished(run.workdir):
+      continue
+    if run.setting.label not in measured:
+      measured[run.setting.label] = measure(study, run)
+    rows.append({**result_row(study, scale, run), **measured[run.setting.label]})
+  if not rows:
+    raise RuntimeError(f"sweep: no finished run of {study.name!r} at scale {scale!r}")
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "results.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  table = aggregate(rows)
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write(markdown(study, scale, table))
+  plot(study, table, out_dir)
+  return rows
+
+
+def launch_lines(runs: Sequence[Run], launch: str) -> List[str]:
+  """The launch.sh command of each run: `tpu:NAME:ZONE:ACCELERATOR`, one VM, one after the
+  other (a script the user reviews and runs)."""
+  parts = launch.split(":")
+  if len(parts) != 4 or parts[0] != "tpu" or not all(parts[1:]):
+    raise ConfigError(f"--launch must be local or tpu:NAME:ZONE:ACCELERATOR, got {launch!r}")
+  _, name, zone, accel = parts
+  return [shlex.join(["./launch.sh", "tpu", name, zone, accel, r.config, r.workdir,
+                      *override_flags(r.overrides)]) for r in runs]
+
+
+def main_with(study: Study, script: str) -> None:
+  runs = plan(study, FLAGS.scale, FLAGS.runs, FLAGS.seeds, FLAGS.only)
+  out_dir = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(script)), study.name,
+                                      FLAGS.scale)
+  if FLAGS.launch != "local":
+    print("\n".join(launch_lines(runs, FLAGS.launch)))
+    return
+  if not FLAGS.collect:
+    for i, run in enumerate(runs):
+      if finished(run.workdir):
+        print(f"[{i + 1}/{len(runs)}] {run.setting.label} seed {run.seed}: finished", flush=True)
+        continue
+      print(f"[{i + 1}/{len(runs)}] {run.setting.label} seed {run.seed}: running "
+            f"(log {run.log})", flush=True)
+      start = time.time()
+      execute(run)
+      print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
+  rows = report(study, FLAGS.scale, runs, out_dir)
+  print(f"{len(rows)} run(s) reported in {out_dir}/results.md")
+
+
+def main(study: Study) -> None:
+  """The entry point of an experiments/ script: parses the flags above and runs the study."""
+  script = sys.argv[0]
+  app.run(lambda argv: main_with(study, script) if len(argv) == 1 else
+          sys.exit(f"unexpected arguments {argv[1:]}"))
+
+
+def _read_json(path: str, default):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return default
+
+
+def _write_json(path: str, value) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f)
+  os.replace(tmp, path)
