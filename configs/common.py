@@ -283,6 +283,8 @@ def segformer_cityscapes(variant: str) -> ml_collections.ConfigDict:
   c.eval.crop_size = (1024, 1024)
   c.eval.stride = (768, 768)
   return _segformer(c, variant, batch_size=8)
+
+
 def segformer_ade20k(variant: str) -> ml_collections.ConfigDict:
   """The SegFormer paper recipe on ADE20K (mmseg segformer_mit-*_8xb2-160k_ade20k-512x512):
   512x512 crops (640x640 for B5, as the paper), batch 16, 160k steps, AdamW 6e-5 with the

@@ -36,7 +36,13 @@ def test_plan_names_every_run_and_merges_overrides(tmp_path):
   assert "--config.model.decode_head.channels=16" in cmd and "--config.seed=1" in cmd
   assert [r.setting.label for r in sweep.plan(STUDY, "cpu", str(tmp_path), only=["head16"])] \
       == ["head16"]
-  paper = sweep.plan(STUDY, "paper", str(tmp_path))
+  chosen = sweep.Study("c", "", {"cpu": sweep.Scale("x.py:recipe=cpu"), "paper": sweep.Scale(
+      "x.py")}, (sweep.Setting("psp", choices="decoder=psp"), sweep.Setting("base")), seeds=1)
+  assert [r.config for r in sweep.plan(chosen, "cpu", str(tmp_path))] == [
+      "x.py:recipe=cpu,decoder=psp", "x.py:recipe=cpu"]
+  assert sweep.plan(chosen, "paper", str(tmp_path))[0].config == "x.py:decoder=psp"
+  paper = sweep.plan(STUDY, "paper", str(tmp_path), extra=["data.root=/data/city"])
+  assert dict(paper[0].overrides)["data.root"] == "/data/city"
   assert paper[0].config == "configs/segformer_b0_synthetic_city.py"
   assert "train.num_steps" not in dict(paper[0].overrides)
 
@@ -46,6 +52,8 @@ def test_plan_refuses_a_bad_study(tmp_path):
     sweep.plan(STUDY, "tpu", str(tmp_path))
   with pytest.raises(ConfigError, match=r"--only: no setting \['head4'\]"):
     sweep.plan(STUDY, "cpu", str(tmp_path), only=["head4"])
+  with pytest.raises(ConfigError, match="--set expects key=value, got 'data.root'"):
+    sweep.plan(STUDY, "cpu", str(tmp_path), extra=["data.root"])
   with pytest.raises(ConfigError, match="--seeds must be >= 1"):
     sweep.plan(STUDY, "cpu", str(tmp_path), seeds=0)
   twice = sweep.Study("x", "", STUDY.scales, (sweep.Setting("a"), sweep.Setting("a")))
@@ -135,3 +143,34 @@ def test_a_failing_run_stops_the_study_with_its_log(tmp_path):
   with pytest.raises(RuntimeError, match=r"run .*bad/seed0 failed \(exit status 2\)"):
     sweep.execute(run)
   assert "error: unknown config key 'train.num_stepz'" in open(run.log).read()
+
+
+def test_the_ablation_bed_builds_every_choice_and_refuses_bad_ones():
+  """configs/synthetic_city_ablation.py, the config the studies sweep: each decoder builds on
+  the same encoder (same backbone parameters), aux adds a head, and bad choices are named."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from configs import synthetic_city_ablation as bed
+  from segjax import models
+  encoders = {}
+  for decoder in bed.DECODERS:
+    config = bed.get_config(f"recipe=cpu,decoder={decoder},aux=0.4")
+    model = models.build_model(config)
+    x = jnp.zeros((1, 64, 128, 3))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    logits, aux = jax.eval_shape(lambda v: model.apply(v, x), shapes)
+    assert logits.shape[-1] == 19 and len(aux) == 1 and model.aux_loss_weights == (0.4,)
+    encoders[decoder] = sum(int(np.prod(p.shape)) for p in
+                            jax.tree.leaves(shapes["params"]["backbone"]))
+  assert len(set(encoders.values())) == 1  # one encoder under every decoder
+  cpu = bed.get_config("recipe=cpu")
+  assert cpu.train.num_steps == 150 and cpu.model.decode_head.channels == 128
+  assert bed.get_config("recipe=cityscapes").data.name == "cityscapes"
+  assert bed.get_config("recipe=cityscapes").model.decode_head.channels == 256
+  assert bed.get_config("depth=1").model.backbone.depths == (1, 1, 1, 1)
+  assert bed.get_config("loss=lovasz").model.decode_head.loss[1]["name"] == "lovasz"
+  for bad, match in (("decoder=psa", "decoder='psa' is not one of"), ("lr=3", "bad choice 'lr=3'"),
+                     ("loss=l2", "loss='l2'"), ("recipe=ade", "recipe='ade'")):
+    with pytest.raises(ValueError, match=match):
+      bed.get_config(bad)

@@ -51,21 +51,25 @@ flags.DEFINE_bool("collect", False, "Report from finished runs only; start nothi
 flags.DEFINE_string("launch", "local", "local: run here, one after the other; "
                     "tpu:NAME:ZONE:ACCELERATOR: print the launch.sh lines instead.")
 flags.DEFINE_string("runs", os.path.join(REPO, "runs", "experiments"), "Parent of the runs.")
+flags.DEFINE_multi_string("set", [], "key=value: a config override for every run, e.g. "
+                          "--set=data.root=/data/cityscapes at --scale=paper.")
 flags.DEFINE_string("out", None, "Where results go (default: <script dir>/<study>/<scale>).")
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-  """One point of a study: a label (a directory name) and config overrides (dotted keys)."""
+  """One point of a study: a label (a directory name), config overrides (dotted keys) and
+  choices for the config file's argument (`decoder=psp,aux=0.4`: a config's get_config(arg)
+  builds what overrides cannot, e.g. another head or loss list)."""
   label: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  config: Optional[str] = None  # another base config file for this setting
+  choices: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
   """A study's base config and the overrides every setting gets at one scale."""
-  config: str  # relative to the repository root
+  config: str  # relative to the repository root, with its argument if any (`x.py:recipe=cpu`)
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -117,8 +121,10 @@ def override_flags(overrides) -> List[str]:
 
 
 def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
-         only: Optional[Sequence[str]] = None) -> List[Run]:
-  """Every (setting, seed) run of `study` at `scale`, in order; refuses a bad study."""
+         only: Optional[Sequence[str]] = None, extra: Sequence[str] = ()) -> List[Run]:
+  """Every (setting, seed) run of `study` at `scale`, in order; refuses a bad study.
+
+  `extra`: "key=value" overrides for every run (--set), after the study's own."""
   if scale not in study.scales:
     raise ConfigError(f"study {study.name!r} has no scale {scale!r} (it has "
                       f"{', '.join(study.scales)})")
@@ -136,6 +142,12 @@ def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
     if tool not in TOOLS:
       raise ConfigError(f"study {study.name!r}: measure {tool!r} is not one of {sorted(TOOLS)}")
   base = study.scales[scale]
+  forced = {}
+  for item in extra:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ConfigError(f"--set expects key=value, got {item!r}")
+    forced[key] = value
   if "://" not in runs_dir:  # gs:// workdirs stay as given
     runs_dir = os.path.abspath(runs_dir)
   out = []
@@ -143,8 +155,11 @@ def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
     if only and setting.label not in only:
       continue
     for seed in range(seeds):
-      overrides = {**base.overrides, **setting.overrides, "seed": seed}
-      out.append(Run(setting, seed, setting.config or base.config, tuple(overrides.items()),
+      overrides = {**base.overrides, **setting.overrides, **forced, "seed": seed}
+      config = base.config
+      if setting.choices:
+        config += ("," if ":" in config else ":") + setting.choices
+      out.append(Run(setting, seed, config, tuple(overrides.items()),
                      os.path.join(runs_dir, study.name, scale, setting.label, f"seed{seed}")))
   return out
 
@@ -333,7 +348,7 @@ def launch_lines(runs: Sequence[Run], launch: str) -> List[str]:
 
 
 def main_with(study: Study, script: str) -> None:
-  runs = plan(study, FLAGS.scale, FLAGS.runs, FLAGS.seeds, FLAGS.only)
+  runs = plan(study, FLAGS.scale, FLAGS.runs, FLAGS.seeds, FLAGS.only, FLAGS.set)
   out_dir = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(script)), study.name,
                                       FLAGS.scale)
   if FLAGS.launch != "local":

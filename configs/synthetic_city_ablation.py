@@ -1,0 +1,111 @@
+"""The ablation bed of experiments/: configs/segformer_b0_synthetic_city.py with each design
+question of the studies as a named choice after the config path.
+
+  python -m segjax.main \
+      --config=configs/synthetic_city_ablation.py:decoder=psp,aux=0.4,loss=focal \
+      --workdir=runs/ablation
+
+Choices (comma-separated key=value; unnamed keys keep the defaults in brackets):
+  recipe   [synthetic_city]: segformer_b0_synthetic_city's data and 800-step schedule;
+           cpu: the same shortened to 150 steps on 1200 scenes, evaluated on 50 (the
+           studies' --scale=cpu, ~3 min a run on 2 cores); cityscapes: the SegFormer-B0 paper
+           recipe on Cityscapes (segformer_b0_city.py: 1024x1024 crops, 160k steps, slide
+           test; set data.root), the studies' --scale=paper.
+  decoder  [segformer] | fcn | psp | aspp | deeplabv3plus | uper | fpn: the decode head on
+           the same MiT-B0 encoder (hidden sizes 32, 64, 160, 256; strides 4..32). The
+           single-map heads (FCN, PSP, ASPP, v3+'s ASPP) read the stride-32 map, as they would
+           any non-dilated encoder; ASPP's dilations are scaled to that map (1, 2, 4, 6: the
+           paper's 6/12/18 at stride 16 over 513 px are 1/40..1/8 of the map, and at stride
+           32 on 128x256 crops the map is 4x8). v3+ takes its low-level 48 channels from the
+           stride-4 map; UPer and the Semantic FPN read all four.
+  width    [128; 256 with recipe=cityscapes]: the decode head's channels (SegFormer's "C").
+  depth    [2]: MiT blocks per stage (B0: 2, 2, 2, 2).
+  aux      [0]: loss weight of an auxiliary FCN head on the stride-16 stage (64 channels,
+           mmseg's deep-supervision head); 0 = no auxiliary head.
+  loss     [ce] | wce | focal | dice | lovasz | ohem: the decode head's loss. wce weights
+           cross-entropy by mmseg's Cityscapes class weights (the same 19 classes); dice and
+           lovasz are added to cross-entropy with weight 1 (alone, from scratch, they train
+           poorly: the Lovasz paper fine-tunes a CE model); ohem keeps the pixels with
+           p(label) < 0.7, at least 6000 per image (mmseg's 100k of 512x1024, scaled to the
+           128x256 crop).
+The rest (data, schedule, optimizer) is the recipe's.
+"""
+from configs import common
+from configs import segformer_b0_synthetic_city
+
+RECIPES = ("synthetic_city", "cpu", "cityscapes")
+DECODERS = ("segformer", "fcn", "psp", "aspp", "deeplabv3plus", "uper", "fpn")
+LOSSES = {
+    "ce": None,
+    "wce": ({"name": "cross_entropy", "class_weight": "cityscapes"},),
+    "focal": ({"name": "focal"},),
+    "dice": ({"name": "cross_entropy"}, {"name": "dice", "use_sigmoid": False}),
+    "lovasz": ({"name": "cross_entropy"}, {"name": "lovasz"}),
+    "ohem": ({"name": "ohem_cross_entropy", "thresh": 0.7, "min_kept": 6000},),
+}
+DEFAULTS = {"recipe": "synthetic_city", "decoder": "segformer", "width": "", "depth": "2",
+            "aux": "0", "loss": "ce"}
+
+
+def parse(arg) -> dict:
+  """'decoder=psp,aux=0.4' -> the full choice dict; one clear error for a bad key or value."""
+  choices = dict(DEFAULTS)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or key not in DEFAULTS:
+      raise ValueError(f"configs/synthetic_city_ablation.py: bad choice {item!r}; expected "
+                       f"key=value with key one of {sorted(DEFAULTS)}")
+    choices[key] = value
+  if choices["recipe"] not in RECIPES:
+    raise ValueError(f"recipe={choices['recipe']!r} is not one of {RECIPES}")
+  if choices["decoder"] not in DECODERS:
+    raise ValueError(f"decoder={choices['decoder']!r} is not one of {DECODERS}")
+  if choices["loss"] not in LOSSES:
+    raise ValueError(f"loss={choices['loss']!r} is not one of {tuple(LOSSES)}")
+  return choices
+
+
+def decode_head(decoder: str, width: int) -> dict:
+  single = {"in_index": 3, "channels": width, "dropout": 0.1}
+  return {
+      "segformer": {"name": "segformer_head", "channels": width, "dropout": 0.1},
+      "fcn": {"name": "fcn_head", **single, "num_convs": 2, "concat_input": True},
+      "psp": {"name": "psp_head", **single, "pool_scales": (1, 2, 3, 6)},
+      "aspp": {"name": "aspp_head", **single, "dilations": (1, 2, 4, 6)},
+      "deeplabv3plus": {"name": "sep_aspp_head", **single, "dilations": (1, 2, 4, 6),
+                        "c1_in_index": 0, "c1_channels": 48},
+      "uper": {"name": "uper_head", "in_index": (0, 1, 2, 3), "channels": width,
+               "pool_scales": (1, 2, 3, 6), "dropout": 0.1},
+      "fpn": {"name": "fpn_head", "in_index": (0, 1, 2, 3), "feature_strides": (4, 8, 16, 32),
+              "channels": width, "dropout": 0.1},
+  }[decoder]
+
+
+def get_config(arg=None):
+  choices = parse(arg)
+  recipe = choices["recipe"]
+  if recipe == "cityscapes":
+    c = common.segformer_cityscapes("b0")
+  else:
+    c = segformer_b0_synthetic_city.get_config()
+  if recipe == "cpu":
+    c.data.synthetic_train_size = 1200
+    c.data.synthetic_eval_size = 50
+    c.optim.warmup_steps = 20
+    c.train.num_steps = 150
+    c.train.eval_every = c.train.checkpoint_every = 150
+    c.train.num_overlays = 0
+  width = int(choices["width"] or (256 if recipe == "cityscapes" else 128))
+  depth, aux = int(choices["depth"]), float(choices["aux"])
+  head = decode_head(choices["decoder"], width)
+  if LOSSES[choices["loss"]] is not None:
+    head["loss"] = LOSSES[choices["loss"]]
+  backbone = {"name": "mit_b0", "drop_path_rate": c.model.backbone.drop_path_rate}
+  if depth != 2:
+    backbone["depths"] = (depth,) * 4
+  c.model = common.encoder_decoder(
+      backbone=backbone, decode_head=head,
+      neck=({"name": "fpn", "out_channels": width, "num_outs": 4}
+            if choices["decoder"] == "fpn" else None),
+      auxiliary_head=[common.aux_fcn_head(in_index=2, channels=64, loss_weight=aux)] if aux else ())
+  return c
