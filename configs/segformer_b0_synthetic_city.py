@@ -13,7 +13,9 @@ head, no stochastic depth) on 4000 training scenes at 256x512, random rescale 0.
 Sized for ~10-15 min on 2 CPU cores from the quickstart's measured throughput (~360k
 training pixels/s with its evaluations and compile): 800 x 8 x 128x256 pixels is ~10 min,
 plus rendering (~25-35 ms a scene on one core, 6400 scenes) and two evaluations.
-Aim: to be measured (neither the run time nor an mIoU has been measured yet).
+Measured (2026-12-06, 2 CPU cores shared with other jobs, 1 device): mIoU 0.2913 (aAcc 0.871)
+at step 800 and 0.1209 at step 400, 16m54s wall including rendering, compile and both
+evaluations; 5-10 img/s in training.
 """
 from configs import common
 

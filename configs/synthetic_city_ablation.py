@@ -7,8 +7,9 @@ question of the studies as a named choice after the config path.
 
 Choices (comma-separated key=value; unnamed keys keep the defaults in brackets):
   recipe   [synthetic_city]: segformer_b0_synthetic_city's data and 800-step schedule;
-           cpu: the same shortened to 150 steps on 1200 scenes, evaluated on 50 (the
-           studies' --scale=cpu, ~3 min a run on 2 cores); cityscapes: the SegFormer-B0 paper
+           cpu: 400 steps of batch 4 on 1600 scenes (each seen once), evaluated on 50
+           (the studies' --scale=cpu: ~3 min a run on 2 idle cores; mIoU 0.20 measured,
+           against 0.29 for the full 800 x 8 recipe); cityscapes: the SegFormer-B0 paper
            recipe on Cityscapes (segformer_b0_city.py: 1024x1024 crops, 160k steps, slide
            test; set data.root), the studies' --scale=paper.
   decoder  [segformer] | fcn | psp | aspp | deeplabv3plus | uper | fpn: the decode head on
@@ -89,11 +90,13 @@ def get_config(arg=None):
   else:
     c = segformer_b0_synthetic_city.get_config()
   if recipe == "cpu":
-    c.data.synthetic_train_size = 1200
+    c.data.synthetic_train_size = 1600
     c.data.synthetic_eval_size = 50
     c.optim.warmup_steps = 20
-    c.train.num_steps = 150
-    c.train.eval_every = c.train.checkpoint_every = 150
+    c.train.batch_size = 4
+    c.train.num_steps = 400
+    c.train.log_every = 50
+    c.train.eval_every = c.train.checkpoint_every = 400
     c.train.num_overlays = 0
   width = int(choices["width"] or (256 if recipe == "cityscapes" else 128))
   depth, aux = int(choices["depth"]), float(choices["aux"])

@@ -165,7 +165,7 @@ def test_the_ablation_bed_builds_every_choice_and_refuses_bad_ones():
                             jax.tree.leaves(shapes["params"]["backbone"]))
   assert len(set(encoders.values())) == 1  # one encoder under every decoder
   cpu = bed.get_config("recipe=cpu")
-  assert cpu.train.num_steps == 150 and cpu.model.decode_head.channels == 128
+  assert cpu.train.num_steps == 400 and cpu.train.batch_size == 4 and cpu.model.decode_head.channels == 128
   assert bed.get_config("recipe=cityscapes").data.name == "cityscapes"
   assert bed.get_config("recipe=cityscapes").model.decode_head.channels == 256
   assert bed.get_config("depth=1").model.backbone.depths == (1, 1, 1, 1)
