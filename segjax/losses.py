@@ -128,6 +128,28 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, class_weight=None,
   return _cross_entropy_mean(pixel, labels, valid, weight, avg_non_ignore)
 
 
+@_register("binary_cross_entropy")
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array,
+                         avg_non_ignore: bool = True) -> jax.Array:
+  """Sigmoid cross-entropy of every class against the one-hot labels: mmseg's
+  CrossEntropyLoss(use_sigmoid=True), which Fast-SCNN's config trains with.
+
+  Each class is its own binary problem: softplus(-x) for the labelled class, softplus(x) for
+  the others; ignored pixels contribute 0 in every class. The sum over pixels and classes is
+  divided by C times the non-ignored pixels (avg_non_ignore=True, segjax's default) or by
+  B * H * W * C (False, mmseg's default). No class_weight: mmseg 1.2.2 hands it to torch as a
+  (C,) `pos_weight`, which broadcasts over the width of an NCHW map and fails.
+  """
+  logits, labels, valid = _prepare(logits, labels)
+  num_classes = logits.shape[-1]
+  target = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # 255 -> all zeros
+  loss = (1.0 - target) * logits + jax.nn.softplus(-logits)  # softplus(-x) or softplus(x)
+  total = jnp.sum(loss * valid[..., None])
+  if avg_non_ignore:
+    return total / jnp.maximum(jnp.sum(valid) * num_classes, 1)
+  return total / (labels.size * num_classes)
+
+
 def _ohem_kept(logits, labels, valid, pixel_losses, thresh: Optional[float], min_kept: int):
   """mmseg's OHEMPixelSampler.sample: 1.0 for the pixels that keep their loss.
 

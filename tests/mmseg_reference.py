@@ -166,6 +166,8 @@ def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0)
         module.running_var.copy_(torch.rand(module.running_var.shape, generator=rng) + 0.5)
         module.weight.copy_(torch.rand(module.weight.shape, generator=rng) + 0.5)
         module.bias.copy_(torch.rand(module.bias.shape, generator=rng) - 0.5)
+      if isinstance(module, torch.nn.PReLU):  # CGNet's slopes, all 0.25 when built
+        module.weight.copy_(torch.rand(module.weight.shape, generator=rng))
     # Weights that start at zero (the mmcv Scale `gamma` of DANet and CCNet, ANN's
     # out_project) would hide their attention branch from the comparison: randomise them too.
     for name, param in model.named_parameters():
@@ -253,3 +255,47 @@ def shrink_swin_model(mm_model: Dict, jax_model: Dict) -> None:
   mm_model["auxiliary_head"].update(in_channels=64, channels=8)
   jax_model["decode_head"]["channels"] = 16
   jax_model["auxiliary_head"][0]["channels"] = 8
+
+
+def shrink_fast_scnn_model(mm_model: Dict, jax_model: Dict) -> None:
+  """Fast-SCNN at half width: downsampling 16/24/32, bottlenecks 32/48/64 (PPM 16), global
+  and fusion outputs 64; the decode head 64 channels, the auxiliary heads 16 (their inputs
+  the 1/32 map, 64, and the 1/8 one, 32)."""
+  mm_model["backbone"].update(
+      downsample_dw_channels=(16, 24), global_in_channels=32, global_block_channels=(32, 48, 64),
+      global_out_channels=64, higher_in_channels=32, lower_in_channels=64,
+      fusion_out_channels=64)
+  jax_model["backbone"].update(
+      downsample_dw_channels=(16, 24), global_in_channels=32, global_block_channels=(32, 48, 64),
+      global_out_channels=64, fusion_out_channels=64)
+  mm_model["decode_head"].update(in_channels=64, channels=64)
+  jax_model["decode_head"]["channels"] = 64
+  for mm_aux, jax_aux, in_channels in zip(mm_model["auxiliary_head"],
+                                          jax_model["auxiliary_head"], (64, 32)):
+    mm_aux.update(in_channels=in_channels, channels=16)
+    jax_aux["channels"] = 16
+
+
+def shrink_icnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """ICNet on ResNet-18 with stem 16 and base 8 (layers 2 and 4: 16 and 64 channels), light
+  branch 8, PSP 16, branch outputs 8/16/16, ICNeck and heads 16."""
+  mm_bb, jax_bb = mm_model["backbone"], jax_model["backbone"]
+  shrink_resnet(mm_bb["backbone_cfg"], jax_bb["backbone_cfg"])
+  mm_bb.update(layer_channels=(16, 64))
+  for bb in (mm_bb, jax_bb):
+    bb.update(light_branch_middle_channels=8, psp_out_channels=16, out_channels=(8, 16, 16))
+  mm_model["neck"].update(in_channels=(8, 16, 16), out_channels=16)
+  jax_model["neck"]["out_channels"] = 16
+  for head in [mm_model["decode_head"], *mm_model["auxiliary_head"]]:
+    head.update(in_channels=16, channels=16)
+  for head in [jax_model["decode_head"], *jax_model["auxiliary_head"]]:
+    head["channels"] = 16
+
+
+def shrink_cgnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """CGNet at half width and depth 2 + 3 blocks (each stage keeps its downsampling block and
+  residual ones): channels 16/32/64, the classifier on the 128-channel map."""
+  for model in (mm_model, jax_model):
+    model["backbone"].update(num_channels=(16, 32, 64), num_blocks=(2, 3))
+  mm_model["decode_head"].update(in_channels=128, channels=128)
+  jax_model["decode_head"]["channels"] = 128

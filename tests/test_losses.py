@@ -146,6 +146,25 @@ def test_class_weighted_cross_entropy_equals_mmseg_and_torch_gradients(mm):
   np.testing.assert_allclose(grad, torch_grad_nhwc(x), rtol=RTOL, atol=1e-7)
 
 
+@pytest.mark.parametrize("avg_non_ignore", [False, True])
+def test_binary_cross_entropy_equals_mmseg_sigmoid_loss(mm, avg_non_ignore):
+  """CrossEntropyLoss(use_sigmoid=True) (Fast-SCNN's), values and gradients, logits resized
+  to the labels on both sides."""
+  import torch.nn.functional as F
+  from mmseg.models.losses import CrossEntropyLoss
+  logits, labels = batch(4)
+  small = logits[:, ::2, ::2]
+  x, y = torch_pair(small, labels, grad=True)
+  theirs = CrossEntropyLoss(use_sigmoid=True, avg_non_ignore=avg_non_ignore)(
+      F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False), y, ignore_index=255)
+  theirs.backward()
+  got = ours("binary_cross_entropy", small, labels, avg_non_ignore=avg_non_ignore)
+  np.testing.assert_allclose(got, float(theirs), rtol=RTOL)
+  np.testing.assert_allclose(ours_grad("binary_cross_entropy", small, labels,
+                                       avg_non_ignore=avg_non_ignore),
+                             torch_grad_nhwc(x), rtol=1e-4, atol=1e-8)
+
+
 def test_cityscapes_class_weight_is_mmsegs(mm):
   import os
   cfg = mm.Config.fromfile(os.path.join(

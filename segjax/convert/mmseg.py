@@ -23,8 +23,11 @@ MMSEG_RENAMES = ((r"^auxiliary_head\.(?!\d+\.)", "auxiliary_head.0."),
                  (r"\.in_proj_(weight|bias)$", r".in_proj.\1"))
 
 # Bare nn.Parameters (no weight/bias leaf) copied as they are: ViT's cls_token and pos_embed
-# (1, N, D), Segmenter's class embeddings cls_emb (1, K, D).
-MMSEG_RAW = (r"backbone\.(cls_token|pos_embed)", r"decode_head\.cls_emb")
+# (1, N, D), Segmenter's class embeddings cls_emb (1, K, D); and PReLU slopes (C,), kept as
+# `weight` by layers.PReLU (the generic rule would make a 1-D weight a norm's `scale`): a
+# ConvModule's `activate` and CGNet's `norm_prelu_{i}.1`.
+MMSEG_RAW = (r"backbone\.(cls_token|pos_embed)", r"decode_head\.cls_emb", r".*\.activate\.weight",
+             r"backbone\.norm_prelu_\d+\.1\.weight")
 
 # ANN's APNB shares one projection for keys and queries; PyTorch's state dict lists that module
 # under both names, segjax holds it once, as `key_project`.

@@ -223,7 +223,7 @@ class ConvBNAct(nn.Module):
   Submodules are named `conv` and `bn` like ConvModule's, so mmseg checkpoints convert by
   name. `norm=False` drops the BatchNorm (the conv then has a bias); `groups` = input
   channels = `features` gives a depthwise conv, computed by DepthwiseConv (`depthwise_impl`,
-  same parameters) when unstrided.
+  same parameters) when unstrided. `bn_momentum` is PyTorch's (see `batch_norm`).
   """
   features: int
   kernel_size: int = 3
@@ -233,6 +233,7 @@ class ConvBNAct(nn.Module):
   norm: bool = True
   activation: Optional[Callable] = nn.relu
   depthwise_impl: str = "auto"
+  bn_momentum: float = 0.1
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -248,29 +249,57 @@ class ConvBNAct(nn.Module):
                   feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
                   name="conv")(x)
     if self.norm:
-      x = batch_norm(train, self.dtype, "bn")(x)
+      x = batch_norm(train, self.dtype, "bn", momentum=self.bn_momentum)(x)
     return self.activation(x) if self.activation is not None else x
 
 
-def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float = 1e-5):
-  """PyTorch's BatchNorm2d defaults (momentum 0.1 = flax 0.9, eps 1e-5)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=dtype,
-                      name=name)
+def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float = 1e-5,
+               momentum: float = 0.1):
+  """PyTorch's BatchNorm2d, defaults included (momentum 0.1, eps 1e-5).
+
+  `momentum` is PyTorch's: the weight of the batch in the running statistics (flax's is the
+  weight of the old value, 1 - momentum). mmseg configs set it in norm_cfg (Fast-SCNN: 0.01).
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=1.0 - momentum, epsilon=eps,
+                      dtype=dtype, name=name)
+
+
+class PReLU(nn.Module):
+  """Per-channel PReLU (He et al. 2015): max(x, 0) + a_c min(x, 0), a_c learnt.
+
+  Caffe's PReLU (channel_shared=false) and torch's nn.PReLU(C); slope 0.25 at init. Flax's
+  nn.PReLU shares one slope over all channels, which is not V-Net's, CGNet's or ENet's. The
+  slopes are named `weight`, torch's name, so checkpoints convert as they are."""
+  init: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    slope = self.param("weight", nn.initializers.constant(self.init), (x.shape[-1],),
+                       jnp.float32)
+    return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
 
 
 class SeparableConvBNAct(nn.Module):
-  """Depthwise k x k ConvBNAct, then pointwise 1x1 ConvBNAct (mmseg's
-  DepthwiseSeparableConvModule: names `depthwise_conv` and `pointwise_conv`)."""
+  """Depthwise k x k ConvBNAct (carrying the stride and dilation), then pointwise 1x1
+  ConvBNAct (mmseg's DepthwiseSeparableConvModule: names `depthwise_conv` and
+  `pointwise_conv`). `dw_activation` is the depthwise half's (mmcv's dw_act_cfg: ReLU by
+  default, None in Fast-SCNN)."""
   features: int
   kernel_size: int = 3
   dilation: int = 1
+  strides: int = 1
+  dw_activation: Optional[Callable] = nn.relu
+  bn_momentum: float = 0.1
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = ConvBNAct(x.shape[-1], self.kernel_size, dilation=self.dilation, groups=x.shape[-1],
-                  dtype=self.dtype, name="depthwise_conv")(x, train)
-    return ConvBNAct(self.features, 1, dtype=self.dtype, name="pointwise_conv")(x, train)
+    x = ConvBNAct(x.shape[-1], self.kernel_size, self.strides, dilation=self.dilation,
+                  groups=x.shape[-1], activation=self.dw_activation,
+                  bn_momentum=self.bn_momentum, dtype=self.dtype,
+                  name="depthwise_conv")(x, train)
+    return ConvBNAct(self.features, 1, bn_momentum=self.bn_momentum, dtype=self.dtype,
+                     name="pointwise_conv")(x, train)
 
 
 def adaptive_avg_pool(x: jax.Array, size: Sequence[int]) -> jax.Array:

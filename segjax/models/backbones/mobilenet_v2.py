@@ -8,7 +8,8 @@ ReLU6 throughout. The segmentation configs dilate the last four layers (strides
 Submodule names follow mmseg's (`conv1`, `layer2_0/conv_0`.. with ConvModule's `conv`/`bn`),
 so mmseg and mmcls checkpoints convert by name.
 """
-from typing import Any, Optional, Sequence, Tuple
+import functools
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -29,25 +30,29 @@ def make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9) -> in
 
 
 class InvertedResidual(nn.Module):
-  """Expand (1x1, skipped at ratio 1) -> depthwise 3x3 -> project (1x1, no activation)."""
+  """Expand (1x1, skipped at ratio 1) -> depthwise 3x3 -> project (1x1, no activation).
+
+  mmseg's InvertedResidual, also Fast-SCNN's bottlenecks (ReLU instead of ReLU6, BatchNorm
+  momentum 0.01)."""
   features: int
   expand_ratio: int
   stride: int = 1
   dilation: int = 1
+  activation: Callable = nn.relu6
+  bn_momentum: float = 0.1
   dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     hidden = int(round(x.shape[-1] * self.expand_ratio))
+    conv = functools.partial(layers.ConvBNAct, activation=self.activation,
+                             bn_momentum=self.bn_momentum, dtype=self.dtype)
     y, i = x, 0
     if self.expand_ratio != 1:
-      y = layers.ConvBNAct(hidden, 1, activation=nn.relu6, dtype=self.dtype,
-                           name="conv_0")(y, train)
+      y = conv(hidden, 1, name="conv_0")(y, train)
       i = 1
-    y = layers.ConvBNAct(hidden, 3, self.stride, self.dilation, groups=hidden,
-                         activation=nn.relu6, dtype=self.dtype, name=f"conv_{i}")(y, train)
-    y = layers.ConvBNAct(self.features, 1, activation=None, dtype=self.dtype,
-                         name=f"conv_{i + 1}")(y, train)
+    y = conv(hidden, 3, self.stride, self.dilation, groups=hidden, name=f"conv_{i}")(y, train)
+    y = conv(self.features, 1, activation=None, name=f"conv_{i + 1}")(y, train)
     return x + y if self.stride == 1 and x.shape[-1] == self.features else y
 
 

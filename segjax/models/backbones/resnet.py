@@ -74,13 +74,20 @@ class ResNet(nn.Module):
   # (("^backbone/(stem|conv1|bn1|layer1_)", 0.0), ...).
   frozen_stages: int = -1
   norm_eval: bool = False  # every BN uses its running statistics, also in training
+  # The stem's 3x3/2 max pool rounds its output size up (torch's ceil_mode=True), as ICNet
+  # sets it "to keep information in the corner of feature map".
+  pool_ceil_mode: bool = False
   # train.remat: "none" | "block" | "full", each block recomputed in the backward pass
   # (layers.REMAT_POLICIES); set by segjax.models.build_model from config.train.remat.
   remat: str = "none"
   dtype: Optional[Any] = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False) -> Tuple[jnp.ndarray, ...]:
+  def __call__(self, x, train: bool = False, first_stage: int = 1,
+               last_stage: int = 4) -> Tuple[jnp.ndarray, ...]:
+    """The maps of stages `first_stage`..`last_stage` (1-based; the stem runs only from stage
+    1). A model that works between stages (ICNet resizes between stages 2 and 3) calls the
+    module once per part; the parameters are the same whatever the split."""
     if self.depth not in DEPTHS:
       raise ConfigError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {self.depth}")
     kind, blocks = DEPTHS[self.depth]
@@ -94,23 +101,16 @@ class ResNet(nn.Module):
     def freeze(stage, y):
       return jax.lax.stop_gradient(y) if stage <= self.frozen_stages else y
 
-    t = stage_train(0)
-    if self.deep_stem:
-      half = self.stem_channels // 2
-      for i, (features, stride) in enumerate(((half, 2), (half, 1), (self.stem_channels, 1))):
-        x = _conv(features, 3, stride, name=f"stem_{3 * i}", dtype=self.dtype)(x)
-        x = nn.relu(layers.batch_norm(t, self.dtype, f"stem_{3 * i + 1}")(x))
-    else:
-      x = _conv(self.stem_channels, 7, 2, name="conv1", dtype=self.dtype)(x)
-      x = nn.relu(layers.batch_norm(t, self.dtype, "bn1")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    x = freeze(0, x)
+    if first_stage == 1:
+      x = freeze(0, self.stem(x, stage_train(0)))
 
     outs = []
     block_cls = layers.remat(Block, self.remat)
-    in_features = self.stem_channels
+    in_features = x.shape[-1]
     for s, (num_blocks, stride, dilation) in enumerate(zip(blocks, self.strides,
                                                              self.dilations)):
+      if not first_stage <= s + 1 <= last_stage:
+        continue
       planes = self.base_channels * 2 ** s
       grid = self.multi_grid if s == 3 else None
       if grid is not None:
@@ -127,6 +127,26 @@ class ResNet(nn.Module):
       x = freeze(s + 1, x)
       outs.append(x)
     return tuple(outs)
+
+  def stem(self, x, train: bool):
+    """V1c's three 3x3 convs or V1b's 7x7, then the 3x3/2 max pool: stride 4."""
+    if self.deep_stem:
+      half = self.stem_channels // 2
+      for i, (features, stride) in enumerate(((half, 2), (half, 1), (self.stem_channels, 1))):
+        x = _conv(features, 3, stride, name=f"stem_{3 * i}", dtype=self.dtype)(x)
+        x = nn.relu(layers.batch_norm(train, self.dtype, f"stem_{3 * i + 1}")(x))
+    else:
+      x = _conv(self.stem_channels, 7, 2, name="conv1", dtype=self.dtype)(x)
+      x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
+    return stem_pool(x, self.pool_ceil_mode)
+
+
+def stem_pool(x: jnp.ndarray, ceil_mode: bool = False) -> jnp.ndarray:
+  """torch's MaxPool2d(3, stride=2, padding=1, ceil_mode) on NHWC `x`. Ceil mode rounds the
+  output size up, n // 2 + 1 instead of (n - 1) // 2 + 1: an even side gets one more padded
+  row or column, which never wins the max."""
+  pad = tuple((1, 2 - n % 2) if ceil_mode else (1, 1) for n in x.shape[1:3])
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=pad)
 
 
 BACKBONES.register("resnet", ResNet)

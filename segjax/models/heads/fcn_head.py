@@ -25,20 +25,25 @@ class FCNHead(nn.Module):
   dilation: int = 1
   concat_input: bool = True
   dropout: float = 0.1
+  bn_momentum: float = 0.1  # PyTorch's (layers.batch_norm); Fast-SCNN's heads use 0.01
   dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
     x = inputs = base.select_inputs(features, self.in_index, self.input_transform)
     for i in range(self.num_convs):
-      x = layers.ConvBNAct(self.channels, self.kernel_size, dilation=self.dilation,
-                           dtype=self.dtype, name=f"convs_{i}")(x, train)
+      x = self.conv(f"convs_{i}", self.dilation)(x, train)
       if i == 0:
         x = self.context(x, train)
     if self.concat_input:
-      x = layers.ConvBNAct(self.channels, self.kernel_size, dtype=self.dtype,
-                           name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
+      x = self.conv("conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
     return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
+
+  def conv(self, name: str, dilation: int = 1) -> nn.Module:
+    """The head's conv unit: a k x k ConvBNAct here, a separable one in
+    DepthwiseSeparableFCNHead (sep_fcn_head.py)."""
+    return layers.ConvBNAct(self.channels, self.kernel_size, dilation=dilation,
+                            bn_momentum=self.bn_momentum, dtype=self.dtype, name=name)
 
   def context(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Between the first and the second conv: nothing here. Context heads (non-local,

@@ -10,7 +10,8 @@ input and the four context maps are concatenated and fused by a 3x3 `bottleneck`
         +-- pool 3x3 -- conv 1x1 -- upsample ---------+
         +-- pool 6x6 -- conv 1x1 -- upsample ---------+
 
-UPerNet (uper_head.py) reuses the pyramid on its deepest map.
+UPerNet (uper_head.py) reuses the pyramid on its deepest map, ICNet and Fast-SCNN in their
+backbones.
 """
 from typing import Any, List, Optional, Sequence
 
@@ -23,17 +24,19 @@ from segjax.models.registry import HEADS
 
 
 def pyramid_pooling(x: jnp.ndarray, pool_scales: Sequence[int], channels: int, train: bool,
-                    dtype: Any = None) -> List[jnp.ndarray]:
+                    dtype: Any = None, prefix: str = "psp_modules",
+                    bn_momentum: float = 0.1) -> List[jnp.ndarray]:
   """mmseg's PPM: one upsampled context map per pool scale.
 
-  Call it inside a head's compact `__call__`: the convs become the head's children named
-  `psp_modules_{i}_1` (mmseg's `psp_modules.{i}.1`, entry 0 being the pooling), so
-  checkpoints convert by name.
+  Call it inside a module's compact `__call__`: the convs become its children named
+  `{prefix}_{i}_1` (mmseg's `psp_modules.{i}.1`, entry 0 being the pooling; Fast-SCNN's
+  global feature extractor calls its PPM `ppm`), so checkpoints convert by name.
   """
   outs = []
   for i, scale in enumerate(pool_scales):
     y = layers.adaptive_avg_pool(x, (scale, scale))
-    y = layers.ConvBNAct(channels, 1, dtype=dtype, name=f"psp_modules_{i}_1")(y, train)
+    y = layers.ConvBNAct(channels, 1, bn_momentum=bn_momentum, dtype=dtype,
+                         name=f"{prefix}_{i}_1")(y, train)
     outs.append(layers.resize_to(y, x))
   return outs
 

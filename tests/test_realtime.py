@@ -1,0 +1,141 @@
+"""The real-time models (Fast-SCNN, ICNet, CGNet) beyond their mmseg parity rows
+(tests/test_mmseg_parity.py): the PyTorch behaviours they depend on that an inference check
+cannot see (BatchNorm momentum in training) or sees only at one size (ceil-mode pooling,
+scale-factor resizes, the ResNet run in two parts), and each recipe training one step from its
+own config file at test widths.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segjax import checkpoint as ckpt_lib
+from segjax import evaluate, models, parallel, train
+from segjax.models import layers
+from segjax.models.backbones import icnet, resnet
+from tests.conftest import load_config
+
+
+def test_batch_norm_momentum_is_torchs():
+  """bn_momentum=0.01 (Fast-SCNN's norm_cfg) moves the running mean as torch's
+  BatchNorm2d(momentum=0.01) does, and the running variance by the same rule (with the
+  biased batch variance, as every flax BatchNorm: torch's unbiased one differs by n / (n - 1),
+  1 + 4e-6 for a batch of 32 crops of 512x1024 at 1/8)."""
+  torch = pytest.importorskip("torch")
+  x = np.random.RandomState(0).randn(4, 5, 7, 3).astype(np.float32) * 2 + 1
+  module = layers.ConvBNAct(3, 1, activation=None, bn_momentum=0.01)
+  variables = module.init(jax.random.key(0), x, train=False)
+  _, updated = module.apply(variables, x, train=True, mutable=["batch_stats"])
+  kernel = np.asarray(variables["params"]["conv"]["kernel"])[0, 0]  # (in, out)
+  y = torch.from_numpy((x @ kernel).transpose(0, 3, 1, 2).copy())
+  bn = torch.nn.BatchNorm2d(3, momentum=0.01).train()
+  with torch.no_grad():
+    bn(y)
+  stats = updated["batch_stats"]["bn"]
+  np.testing.assert_allclose(stats["mean"], bn.running_mean.numpy(), rtol=1e-5, atol=1e-7)
+  biased = y.var(dim=(0, 2, 3), unbiased=False).numpy()
+  np.testing.assert_allclose(stats["var"], 0.99 * 1.0 + 0.01 * biased, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_stem_pool_equals_torch_max_pool(ceil_mode):
+  torch = pytest.importorskip("torch")
+  pool = torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)
+  for h, w in ((8, 9), (13, 16), (24, 33)):
+    x = np.random.RandomState(h).randn(1, h, w, 2).astype(np.float32)
+    expected = pool(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    ours = np.asarray(resnet.stem_pool(jnp.asarray(x), ceil_mode))
+    np.testing.assert_array_equal(ours, expected.transpose(0, 2, 3, 1))
+
+
+def test_resize_by_half_equals_torch_scale_factor():
+  torch = pytest.importorskip("torch")
+  for h, w in ((97, 131), (48, 65), (10, 12)):
+    x = np.random.RandomState(w).randn(1, h, w, 2).astype(np.float32)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), scale_factor=0.5, mode="bilinear",
+        align_corners=False).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(icnet.resize_by_half(jnp.asarray(x))), expected,
+                               atol=1e-6)
+
+
+def test_resnet_in_two_parts_equals_one_call():
+  """ICNet runs stem..layer2 and layer3..layer4 as two calls of one ResNet: same parameters,
+  same maps as the whole network."""
+  net = resnet.ResNet(depth=18, stem_channels=8, base_channels=4, strides=(1, 2, 1, 1),
+                      dilations=(1, 1, 2, 4), contract_dilation=True, pool_ceil_mode=True)
+  x = jnp.asarray(np.random.RandomState(0).randn(1, 30, 41, 3), jnp.float32)
+  variables = net.init(jax.random.key(0), x)
+  whole = net.apply(variables, x)
+  first = net.apply(variables, x, last_stage=2)
+  second = net.apply(variables, first[-1], first_stage=3)
+  assert len(first) == len(second) == 2
+  for ours, expected in zip(first + second, whole):
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(expected))
+  split_init = jax.eval_shape(lambda: net.init(jax.random.key(0), x, last_stage=2))
+  assert set(split_init["params"]) == {f"stem_{i}" for i in (0, 1, 3, 4, 6, 7)} | {
+      f"layer{s}_{b}" for s in (1, 2) for b in (0, 1)}
+
+
+# Test widths per model (the parity rows' shrink, on the segjax side only); the recipe's
+# optimizer, losses (Fast-SCNN's sigmoid cross-entropy, CGNet's class weights, cut to the
+# test data's 5 classes), auxiliary heads and BatchNorm settings stay.
+TINY = {
+    "fast_scnn_city": {
+        "backbone": {"downsample_dw_channels": (8, 8), "global_in_channels": 8,
+                     "global_block_channels": (8, 8, 16), "global_out_channels": 16,
+                     "fusion_out_channels": 16},
+        "decode_head": {"channels": 16}, "auxiliary_head": {"channels": 8}},
+    "icnet_r18_d8_city": {
+        "backbone": {"backbone_cfg": {"name": "resnet", "depth": 18, "stem_channels": 8,
+                                      "base_channels": 4},
+                     "light_branch_middle_channels": 8, "psp_out_channels": 8,
+                     "out_channels": (8, 8, 8)},
+        "neck": {"out_channels": 8}, "decode_head": {"channels": 8},
+        "auxiliary_head": {"channels": 8}},
+    "cgnet_city": {
+        "backbone": {"num_channels": (8, 16, 32), "num_blocks": (1, 2)},
+        "decode_head": {"channels": 64}},
+}
+
+
+def tiny_run_config(name: str):
+  """configs/<name>.py with TINY[name]'s widths and configs/test.py's data (5 classes), one
+  train step, evaluation and a checkpoint at step 1 (test_zoo_training's run)."""
+  config = load_config(name)
+  test = load_config("test")
+  model = config.model.to_dict()
+  for part, update in TINY[name].items():
+    for target in (model[part] if part == "auxiliary_head" else [model[part]]):
+      for key, value in update.items():
+        target[key] = {**target[key], **value} if isinstance(value, dict) else value
+  for head in [model["decode_head"], *model.get("auxiliary_head", ())]:
+    if "loss" in head:
+      head["loss"] = [{**spec, "class_weight": spec["class_weight"][:test.data.num_classes]}
+                      if "class_weight" in spec else spec for spec in head["loss"]]
+  config.model = model
+  mean, std = config.data.mean, config.data.std
+  config.data = test.data
+  config.data.mean, config.data.std = mean, std
+  config.eval = test.eval
+  config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
+                      num_overlays=0, async_checkpoint=False)
+  return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
+  """One step of the recipe (its optimizer, losses, auxiliary heads, BatchNorm settings),
+  evaluation, and the step-1 checkpoint restored into the model with finite parameters."""
+  config = tiny_run_config(name)
+  abstract = evaluate.abstract_variables(models.build_model(config), config,
+                                        parallel.make_mesh())
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
+  assert json.load(open(tmp_path / "eval_results.json"))["step"] == 1
+  step, variables = ckpt_lib.Checkpointer(str(tmp_path)).restore_model("latest", abstract)
+  assert step == 1
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
