@@ -23,6 +23,10 @@ Choices (comma-separated key=value; unnamed keys keep the defaults in brackets):
   depth    [2]: MiT blocks per stage (B0: 2, 2, 2, 2).
   aux      [0]: loss weight of an auxiliary FCN head on the stride-16 stage (64 channels,
            mmseg's deep-supervision head); 0 = no auxiliary head.
+  model    [none] | <a config in configs/, e.g. fast_scnn_city>: that config's whole model
+           (and auxiliary heads) on the bed instead of MiT-B0 + decoder (decoder, width,
+           depth, aux and loss then do not apply); training stays the bed's recipe (AdamW
+           1e-3), the same for every model, not each paper's 100k-step schedule.
   loss     [ce] | wce | focal | dice | lovasz | ohem: the decode head's loss. wce weights
            cross-entropy by mmseg's Cityscapes class weights (the same 19 classes); dice and
            lovasz are added to cross-entropy with weight 1 (alone, from scratch, they train
@@ -45,7 +49,7 @@ LOSSES = {
     "ohem": ({"name": "ohem_cross_entropy", "thresh": 0.7, "min_kept": 6000},),
 }
 DEFAULTS = {"recipe": "synthetic_city", "decoder": "segformer", "width": "", "depth": "2",
-            "aux": "0", "loss": "ce"}
+            "aux": "0", "loss": "ce", "model": ""}
 
 
 def parse(arg) -> dict:
@@ -111,4 +115,18 @@ def get_config(arg=None):
       neck=({"name": "fpn", "out_channels": width, "num_outs": 4}
             if choices["decoder"] == "fpn" else None),
       auxiliary_head=[common.aux_fcn_head(in_index=2, channels=64, loss_weight=aux)] if aux else ())
+  if choices["model"]:
+    other = _config_module(choices["model"]).get_config()
+    if other.data.num_classes != 19:
+      raise ValueError(f"model={choices['model']}: its config has "
+                       f"{other.data.num_classes} classes; the bed needs a 19-class model")
+    c.model = other.model
   return c
+
+
+def _config_module(name: str):
+  import importlib
+  try:
+    return importlib.import_module(f"configs.{name}")
+  except ModuleNotFoundError:
+    raise ValueError(f"model={name!r}: there is no configs/{name}.py") from None

@@ -1,5 +1,6 @@
 """segjax.tools.sweep: planning, the command-line overrides, the report's arithmetic, and a
 real two-setting study of configs/test.py run as subprocesses, resumed and collected."""
+import dataclasses
 import json
 import math
 import os
@@ -57,6 +58,9 @@ def test_plan_refuses_a_bad_study(tmp_path):
   with pytest.raises(ConfigError, match="--seeds must be >= 1"):
     sweep.plan(STUDY, "cpu", str(tmp_path), seeds=0)
   twice = sweep.Study("x", "", STUDY.scales, (sweep.Setting("a"), sweep.Setting("a")))
+  with pytest.raises(ConfigError, match="evaluation labels must be unique"):
+    sweep.plan(dataclasses.replace(STUDY, evaluations=(sweep.Setting("w"), sweep.Setting("w"))),
+               "cpu", str(tmp_path))
   with pytest.raises(ConfigError, match="labels must be unique"):
     sweep.plan(twice, "cpu", str(tmp_path))
   unknown = sweep.Study("x", "", STUDY.scales, (sweep.Setting("a"),), measure=("flops",))
@@ -83,6 +87,8 @@ def test_tpu_launch_lines_are_launch_sh_commands(tmp_path):
       "configs/segformer_b0_synthetic_city.py",
       "gs://bucket/runs/tiny/paper/head16/seed2", "--config.model.decode_head.channels=16",
       "--config.seed=2"]
+  flip = sweep.launch_lines(runs[:1], "tpu:vm:z:v4-8", (sweep.Setting("flip", {"eval.flip": True}),))
+  assert len(flip) == 2 and flip[1] == flip[0] + " --mode=evaluate --config.eval.flip=true"
   with pytest.raises(ConfigError, match="--launch must be local or tpu:NAME:ZONE"):
     sweep.launch_lines(runs, "tpu:my-vm")
 
@@ -127,6 +133,20 @@ def test_a_tiny_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
   sweep.main_with(STUDY, os.path.join(REPO, "experiments", "tiny.py"))
   assert "head16 seed 0: finished" in capsys.readouterr().out
   assert [json.loads(l) for l in open(out / "results.jsonl")] == rows
+  # Test-time protocols over the finished runs: one row per (run, protocol), each the run's
+  # own --mode=evaluate result; the flipped protocol really differs from the plain one.
+  protocols = dataclasses.replace(STUDY, settings=STUDY.settings[:1], measure=(), evaluations=(
+      sweep.Setting("plain"), sweep.Setting("flip", {"eval.flip": True})))
+  monkeypatch.undo()
+  sweep.main_with(protocols, os.path.join(REPO, "experiments", "tiny.py"))
+  evals = [json.loads(l) for l in open(out / "results.jsonl")]
+  assert [(r["setting"], r["seed"]) for r in evals] == [("plain", 0), ("flip", 0)]
+  assert evals[0]["mIoU"] == pytest.approx(rows[0]["mIoU"], abs=1e-6)  # = training's eval
+  assert evals[1]["mIoU"] != evals[0]["mIoU"] and evals[1]["evaluation"] == {"eval.flip": True}
+  assert evals[1]["eval_seconds"] > 0
+  saved = json.load(open(runs_dir / "tiny" / "cpu" / "head8" / "seed0" / "sweep_eval" /
+                         "flip.json"))
+  assert saved["metrics"]["mIoU"] == evals[1]["mIoU"]
   # --collect with one run unfinished reports the finished one only.
   (runs_dir / "tiny" / "cpu" / "head8" / "seed0" / "eval_results.json").unlink()
   sweep.FLAGS.unparse_flags()
@@ -170,7 +190,10 @@ def test_the_ablation_bed_builds_every_choice_and_refuses_bad_ones():
   assert bed.get_config("recipe=cityscapes").model.decode_head.channels == 256
   assert bed.get_config("depth=1").model.backbone.depths == (1, 1, 1, 1)
   assert bed.get_config("loss=lovasz").model.decode_head.loss[1]["name"] == "lovasz"
-  for bad, match in (("decoder=psa", "decoder='psa' is not one of"), ("lr=3", "bad choice 'lr=3'"),
+  fast = bed.get_config("recipe=cpu,model=fast_scnn_city")
+  assert fast.model.backbone.name == "fast_scnn" and fast.optim.name == "adamw"
+  assert fast.train.num_steps == 400
+  for bad, match in (("model=fast", "no configs/fast.py"), ("decoder=psa", "decoder='psa' is not one of"), ("lr=3", "bad choice 'lr=3'"),
                      ("loss=l2", "loss='l2'"), ("recipe=ade", "recipe='ade'")):
     with pytest.raises(ValueError, match=match):
       bed.get_config(bad)

@@ -13,6 +13,10 @@ other (two 2-core jobs at once only slow each other down); a run whose eval_resu
 at its config's last step is finished and never rerun, an unfinished one resumes from its
 checkpoint, so an interrupted study restarts where it stopped.
 
+A study with `evaluations` (test-time protocols: whole / slide / multi-scale + flip / CRF)
+also evaluates each finished run under each, as `segjax.main --mode=evaluate` with eval.*
+overrides, kept as <workdir>/sweep_eval/<label>.json; its rows are those evaluations.
+
 Every result row comes from a run's own eval_results.json (plus the cached output of
 `segjax.tools.summary` / `segjax.tools.benchmark` for a setting when the study measures
 GFLOPs or speed); the script writes results.jsonl (one row per run), results.md (mean +- std
@@ -82,6 +86,9 @@ class Study:
   seeds: int = 3
   measure: Sequence[str] = ()  # "summary" (params, GFLOPs), "benchmark" (img/s, memory)
   classes: Sequence[str] = ()  # per-class IoU columns (e.g. the rarest classes)
+  # Test-time protocols (eval.* overrides): each trained run is also evaluated under each
+  # (`segjax.main --mode=evaluate`), and the rows are the evaluations, not the training runs.
+  evaluations: Sequence[Setting] = ()
   plots: Sequence[Tuple[str, str]] = (("setting", "mIoU"),)  # (x column, y column)
 
 
@@ -138,6 +145,11 @@ def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
   unknown = sorted(set(only or ()) - set(labels))
   if unknown:
     raise ConfigError(f"--only: no setting {unknown} in study {study.name!r} ({labels})")
+  eval_labels = [e.label for e in study.evaluations]
+  if len(set(eval_labels)) != len(eval_labels) or not all(l and "/" not in l
+                                                          for l in eval_labels):
+    raise ConfigError(f"study {study.name!r}: evaluation labels must be unique file names, "
+                      f"got {eval_labels}")
   for tool in study.measure:
     if tool not in TOOLS:
       raise ConfigError(f"study {study.name!r}: measure {tool!r} is not one of {sorted(TOOLS)}")
@@ -193,6 +205,38 @@ def execute(run: Run) -> None:
                        f"{run.log}:\n{tail}")
 
 
+def evaluation_path(run: Run, evaluation: Setting) -> str:
+  return os.path.join(run.workdir, "sweep_eval", f"{evaluation.label}.json")
+
+
+def evaluation_command(run: Run, evaluation: Setting, python: str = sys.executable):
+  return [python, "-m", "segjax.main", "--mode=evaluate", f"--workdir={run.workdir}",
+          *override_flags(evaluation.overrides.items())]
+
+
+def evaluate(run: Run, evaluation: Setting) -> None:
+  """Evaluates a finished run's last checkpoint under `evaluation`'s eval overrides (the run's
+  saved config otherwise) and keeps the result as <workdir>/sweep_eval/<label>.json."""
+  target = evaluation_path(run, evaluation)
+  if os.path.exists(target):
+    return
+  step = _read_json(os.path.join(run.workdir, "eval_results.json"), {}).get("step")
+  produced = os.path.join(run.workdir, f"eval_step{step}.json")
+  if os.path.exists(produced):
+    os.remove(produced)  # a stale result of another protocol must not be taken for this one
+  cmd = evaluation_command(run, evaluation)
+  with open(run.log, "a") as log:
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    code = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+  if code != 0 or not os.path.exists(produced):
+    tail = "".join(open(run.log).readlines()[-5:])
+    raise RuntimeError(f"sweep: evaluating {run.workdir} as {evaluation.label!r} failed (exit "
+                       f"status {code}); the end of {run.log}:\n{tail}")
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  os.replace(produced, target)
+
+
 def measure(study: Study, run: Run, python: str = sys.executable) -> Dict[str, Any]:
   """The study's measured columns for a setting (cached beside its runs: one per setting)."""
   row = {}
@@ -213,14 +257,24 @@ def measure(study: Study, run: Run, python: str = sys.executable) -> Dict[str, A
   return row
 
 
-def result_row(study: Study, scale: str, run: Run) -> Dict[str, Any]:
-  """One results.jsonl row, from the run's own eval_results.json."""
-  with open(os.path.join(run.workdir, "eval_results.json")) as f:
+def result_row(study: Study, scale: str, run: Run,
+               evaluation: Optional[Setting] = None) -> Dict[str, Any]:
+  """One results.jsonl row, from the run's own eval_results.json (or, for an evaluation
+  protocol, from the result of its --mode=evaluate)."""
+  path = (os.path.join(run.workdir, "eval_results.json") if evaluation is None
+          else evaluation_path(run, evaluation))
+  with open(path) as f:
     saved = json.load(f)
   metrics = saved["metrics"]
-  row = {"study": study.name, "scale": scale, "setting": run.setting.label, "seed": run.seed,
+  label = run.setting.label
+  if evaluation is not None:
+    label = evaluation.label if len(study.settings) == 1 else f"{label}:{evaluation.label}"
+  row = {"study": study.name, "scale": scale, "setting": label, "seed": run.seed,
          "step": saved["step"], "config": run.config,
          "overrides": {k: v for k, v in run.overrides if k != "seed"}}
+  if evaluation is not None:
+    row["evaluation"] = dict(evaluation.overrides)
+    row["eval_seconds"] = metrics["seconds"]
   row.update({k: metrics[k] for k in ("mIoU", "mAcc", "aAcc", "mDice") if k in metrics})
   for name in study.classes:
     row[f"IoU.{name}"] = metrics["IoU"][name]
@@ -323,7 +377,10 @@ def report(study: Study, scale: str, runs: Sequence[Run], out_dir: str) -> List[
       continue
     if run.setting.label not in measured:
       measured[run.setting.label] = measure(study, run)
-    rows.append({**result_row(study, scale, run), **measured[run.setting.label]})
+    for evaluation in study.evaluations or (None,):
+      if evaluation is not None and not os.path.exists(evaluation_path(run, evaluation)):
+        continue
+      rows.append({**result_row(study, scale, run, evaluation), **measured[run.setting.label]})
   if not rows:
     raise RuntimeError(f"sweep: no finished run of {study.name!r} at scale {scale!r}")
   os.makedirs(out_dir, exist_ok=True)
@@ -336,15 +393,23 @@ def report(study: Study, scale: str, runs: Sequence[Run], out_dir: str) -> List[
   return rows
 
 
-def launch_lines(runs: Sequence[Run], launch: str) -> List[str]:
-  """The launch.sh command of each run: `tpu:NAME:ZONE:ACCELERATOR`, one VM, one after the
-  other (a script the user reviews and runs)."""
+def launch_lines(runs: Sequence[Run], launch: str,
+                 evaluations: Sequence[Setting] = ()) -> List[str]:
+  """The launch.sh command of each run (and of each of its evaluations, which copy
+  eval_step<N>.json by hand): `tpu:NAME:ZONE:ACCELERATOR`, one VM, one after the other (a
+  script the user reviews and runs)."""
   parts = launch.split(":")
   if len(parts) != 4 or parts[0] != "tpu" or not all(parts[1:]):
     raise ConfigError(f"--launch must be local or tpu:NAME:ZONE:ACCELERATOR, got {launch!r}")
   _, name, zone, accel = parts
-  return [shlex.join(["./launch.sh", "tpu", name, zone, accel, r.config, r.workdir,
-                      *override_flags(r.overrides)]) for r in runs]
+  lines = []
+  for r in runs:
+    lines.append(shlex.join(["./launch.sh", "tpu", name, zone, accel, r.config, r.workdir,
+                             *override_flags(r.overrides)]))
+    lines.extend(shlex.join(["./launch.sh", "tpu", name, zone, accel, r.config, r.workdir,
+                             *override_flags(r.overrides), "--mode=evaluate",
+                             *override_flags(e.overrides.items())]) for e in evaluations)
+  return lines
 
 
 def main_with(study: Study, script: str) -> None:
@@ -352,7 +417,7 @@ def main_with(study: Study, script: str) -> None:
   out_dir = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(script)), study.name,
                                       FLAGS.scale)
   if FLAGS.launch != "local":
-    print("\n".join(launch_lines(runs, FLAGS.launch)))
+    print("\n".join(launch_lines(runs, FLAGS.launch, study.evaluations)))
     return
   if not FLAGS.collect:
     for i, run in enumerate(runs):
@@ -364,6 +429,11 @@ def main_with(study: Study, script: str) -> None:
       start = time.time()
       execute(run)
       print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
+    for run in runs:
+      for evaluation in study.evaluations:
+        if not os.path.exists(evaluation_path(run, evaluation)):
+          print(f"{run.setting.label} seed {run.seed}: evaluating {evaluation.label}", flush=True)
+          evaluate(run, evaluation)
   rows = report(study, FLAGS.scale, runs, out_dir)
   print(f"{len(rows)} run(s) reported in {out_dir}/results.md")
 
