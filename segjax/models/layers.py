@@ -155,6 +155,23 @@ class Conv(nn.Conv):
     return y + bias if bias is not None else y
 
 
+class PReLU(nn.Module):
+  """Per-channel PReLU (He et al. 2015): max(x, 0) + a_c min(x, 0), one learnt slope a_c per
+  channel, 0.25 at init.
+
+  torch's nn.PReLU(C) and Caffe's PReLU (channel_shared=false), the activation of V-Net, ENet
+  and ESPNet. Flax's nn.PReLU shares one slope over all channels, which none of them does.
+  The slopes are named `weight`, as torch names them. (The field is `init_slope`: a field
+  named `init` would shadow Module.init.)"""
+  init_slope: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    slope = self.param("weight", nn.initializers.constant(self.init_slope), (x.shape[-1],),
+                       jnp.float32)
+    return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops the whole residual branch per sample (needs rng 'dropout')."""
   rate: float

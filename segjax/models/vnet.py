@@ -152,20 +152,6 @@ class ConvTranspose3D(nn.Module):
     return y
 
 
-class PReLU(nn.Module):
-  """Per-channel PReLU (He et al. 2015): max(x, 0) + a_c min(x, 0), a_c learnt.
-
-  Caffe's PReLU (channel_shared=false) and torch's nn.PReLU(C); slope 0.25 at init. Flax's
-  nn.PReLU shares one slope over all channels, which is not V-Net's."""
-  init: float = 0.25
-
-  @nn.compact
-  def __call__(self, x):
-    slope = self.param("weight", nn.initializers.constant(self.init), (x.shape[-1],),
-                       jnp.float32)
-    return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
-
-
 class ConvUnit(nn.Module):
   """k x k x k conv ('same' padding) [-> BatchNorm] [-> PReLU]: one arrow of Fig. 2."""
   features: int
@@ -182,7 +168,7 @@ class ConvUnit(nn.Module):
                impl=self.conv_impl, dtype=self.dtype, name="conv1")(x)
     if self.norm:
       x = layers.batch_norm(train, self.dtype, "bn1")(x)
-    return PReLU(name="relu1")(x) if self.activate else x
+    return layers.PReLU(name="relu1")(x) if self.activate else x
 
 
 class ResidualStage(nn.Module):
@@ -202,7 +188,7 @@ class ResidualStage(nn.Module):
       out = ConvUnit(self.features, self.kernel_size, activate=k < self.num_convs - 1,
                      norm=self.norm, conv_impl=self.conv_impl, dtype=self.dtype,
                      name=f"ops_{k}")(out, train)
-    return PReLU(name="relu2")(out + residual)
+    return layers.PReLU(name="relu2")(out + residual)
 
 
 class DownTransition(nn.Module):
@@ -241,7 +227,7 @@ class UpTransition(nn.Module):
                          impl=self.conv_impl, dtype=self.dtype, name="up_conv")(x)
     if self.norm:
       up = layers.batch_norm(train, self.dtype, "bn1")(up)
-    up = PReLU(name="relu1")(up)
+    up = layers.PReLU(name="relu1")(up)
     cat = jnp.concatenate([up, skip], axis=-1)
     return ResidualStage(self.features, self.num_convs, kernel_size=self.kernel_size,
                          norm=self.norm, conv_impl=self.conv_impl, dtype=self.dtype,
