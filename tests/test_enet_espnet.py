@@ -1,6 +1,9 @@
-"""ENet against its reference PyTorch model in tests/reference/ (the authors' Torch ENet
-transcribed): logits at full width with random weights and BatchNorm statistics, the exact
-parameter count, any input size, and the recipe's class weights."""
+"""ENet and ESPNet / ESPNet-C against their reference PyTorch models in tests/reference/ (the
+authors' Torch ENet transcribed, the official ESPNet vendored): logits at full width with
+random weights and BatchNorm statistics, exact parameter counts, any input size, the two-stage
+ESPNet training, and the recipes' class weights."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,11 +140,11 @@ def test_enet_runs_on_any_size_with_logits_at_that_size():
   assert np.isfinite(np.asarray(logits)).all()
 
 
-def test_enet_train_mode_updates_batch_stats_and_uses_dropout():
-  """ENet's spatial dropout draws from the 'dropout' rng in training; every BatchNorm's
-  statistics update."""
+def test_enet_and_espnet_train_mode_update_batch_stats_and_use_dropout():
+  """ENet's spatial dropout draws from the 'dropout' rng in training (ESPNet has none); both
+  update every BatchNorm's statistics."""
   x = jax.random.normal(jax.random.key(0), (2, 32, 48, 3))
-  for cfg, stochastic in (({"name": "enet"}, True),):
+  for cfg, stochastic in (({"name": "enet"}, True), ({"name": "espnet", "q": 1}, False)):
     model, shapes = _build(cfg, num_classes=5)
     v = _numpy_variables(shapes)
 
@@ -158,6 +161,85 @@ def test_enet_train_mode_updates_batch_stats_and_uses_dropout():
 
 
 # ------------------------------------------------------------------------------------------
+# ESPNet: the official PyTorch model (tests/reference/espnet_official.py).
+
+
+def _espnet_key(key: str) -> str:
+  """Official key -> segjax path: the ModuleList entries `level2.{i}` are `level2_{i + 1}`
+  (flax would name them level2_0.., the strided modules' names)."""
+  return re.sub(r"level([23])\.(\d+)\.", lambda m: f"level{m[1]}_{int(m[2]) + 1}.", key)
+
+
+@pytest.mark.parametrize("name,kwargs,hw", [
+    ("espnet", {}, (64, 96)),  # test/Model.py, the released weights' model
+    ("espnet", {"q": 3, "skip_with_image": True}, (64, 96)),  # train/Model.py's last skip
+    ("espnet_c", {}, (61, 83)),  # the encoder runs at any size, official and segjax alike
+])
+def test_espnet_logits_equal_the_official_model(name, kwargs, hw):
+  torch = require("torch")
+  from tests.reference import espnet_official
+  torch.manual_seed(0)
+  p, q = kwargs.get("p", 2), kwargs.get("q", 8)
+  if name == "espnet":
+    ref = espnet_official.ESPNet(19, p, q, skip_with_image=kwargs.get("skip_with_image", False))
+    rename = _espnet_key
+  else:  # segjax keeps ESPNet-C's tree under encoder/, as in ESPNet
+    ref = espnet_official.ESPNet_Encoder(19, p, q)
+    rename = lambda key: _espnet_key("encoder." + key)  # noqa: E731
+  ref = _randomise(torch, ref)
+  model, shapes = _build({"name": name, **kwargs})
+  variables = _to_flax(torch, ref, rename)
+  _same_tree(variables, shapes)
+  assert _count(shapes["params"]) == sum(p.numel() for p in ref.parameters())
+  ours, want = _logits(torch, ref, model, variables, hw)
+  assert ours.shape[1:3] == (hw if name == "espnet" else (-(-hw[0] // 8), -(-hw[1] // 8)))
+  _assert_close(ours, want)
+
+
+def test_espnet_param_counts_equal_the_official_ones():
+  """p=2, q=8. ESPNet: 364,569 at the official 20 classes, the released Cityscapes weights'
+  count (pretrained/decoder/espnet_p_2_q_8.pth; the abstract's "180 times smaller" than
+  PSPNet's 65.7M), 362,949 at 19; train/Model.py's variant 365,109 / 363,462. ESPNet-C:
+  349,449 / 349,193."""
+  torch = require("torch")
+  from tests.reference import espnet_official as official
+  expected = {("espnet", False, 20): 364_569, ("espnet", False, 19): 362_949,
+              ("espnet", True, 20): 365_109, ("espnet", True, 19): 363_462,
+              ("espnet_c", False, 20): 349_449, ("espnet_c", False, 19): 349_193}
+  for (name, skip, k), n in expected.items():
+    with torch.device("meta"):
+      ref = (official.ESPNet(k, 2, 8, skip_with_image=skip) if name == "espnet"
+             else official.ESPNet_Encoder(k, 2, 8))
+    kwargs = {"skip_with_image": skip} if name == "espnet" else {}
+    _, shapes = _build({"name": name, **kwargs}, num_classes=k)
+    assert _count(shapes["params"]) == sum(p.numel() for p in ref.parameters()) == n
+
+
+def test_espnet_runs_on_any_size_and_espnet_c_initialises_it():
+  """The official ESPNet needs sides divisible by 8; segjax crops each transposed conv to
+  the map it meets. ESPNet-C's variables are exactly ESPNet's `encoder/` (config.init_from
+  of the second stage loads all of them)."""
+  model, shapes = _build({"name": "espnet"}, num_classes=5, hw=(37, 61))
+  x = jnp.asarray(np.random.RandomState(0).randn(1, 37, 61, 3), jnp.float32)
+  logits, _ = jax.jit(model.apply)(_numpy_variables(shapes), x)
+  assert logits.shape == (1, 37, 61, 5) and np.isfinite(np.asarray(logits)).all()
+  _, encoder = _build({"name": "espnet_c"}, num_classes=5, hw=(37, 61))
+  for collection in ("params", "batch_stats"):
+    assert list(encoder[collection]) == ["encoder"]
+    assert (jax.tree.map(lambda a: a.shape, encoder[collection]["encoder"])
+            == jax.tree.map(lambda a: a.shape, shapes[collection]["encoder"]))
+
+
+def test_espnet_bad_depths_and_too_few_classes_are_config_errors():
+  from segjax.errors import ConfigError
+  with pytest.raises(ConfigError, match=r"model.p and model.q"):
+    models.MODELS.build({"name": "espnet", "p": 0}, "model", num_classes=19)
+  with pytest.raises(ConfigError, match=r"at least 5 classes, got 3"):
+    models.MODELS.build({"name": "espnet"}, "model", num_classes=3)
+  assert models.MODELS.build({"name": "espnet_c"}, "model", num_classes=3) is not None
+
+
+# ------------------------------------------------------------------------------------------
 # Recipes: 1 / ln(c + p) class weights from the training labels under the config's root.
 
 
@@ -171,7 +253,7 @@ def test_log_class_weights():
                                                                               rel=1e-6)
 
 
-@pytest.mark.parametrize("name,c", [("enet_city", 1.02)])
+@pytest.mark.parametrize("name,c", [("enet_city", 1.02), ("espnet_city", 1.10)])
 def test_recipes_weight_the_loss_by_the_training_labels_under_root(tmp_path, name, c):
   """configs/<name>.py:ROOT: p_c = pixels of class c / all training pixels, ignored ones
   included (the authors' histograms count void pixels as a class)."""
