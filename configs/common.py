@@ -15,6 +15,7 @@ Field reference (also in the README):
   predict.*                input folder, output folder, checkpoint for --mode=predict.
 """
 import ml_collections
+import numpy as np
 
 CITYSCAPES_MEAN = (123.675, 116.28, 103.53)  # ImageNet statistics in 0..255
 CITYSCAPES_STD = (58.395, 57.12, 57.375)
@@ -492,4 +493,69 @@ def caffe_voc(model: ml_collections.ConfigDict, crop_size, batch_size: int, num_
   c.train.checkpoint_every = num_steps // 10
   c.eval.batch_size = 8
   c.eval.mode = "whole"
+  return c
+
+
+# Class weights of the real-time models' recipes (ENet, ESPNet): w_c = 1 / ln(c + p_c).
+
+
+def train_label_histogram(data, num_classes: int):
+  """(pixels of each class, all pixels) over the label maps of data.train_split under
+  data.root: every pixel counts in the total, ignored ones (255) included, as in ENet's and
+  ESPNet's own code, whose histograms count the void pixels as a class of their own. Reads
+  every training label map once (a minute or two for Cityscapes' 2,975)."""
+  from segjax import data as data_lib  # the data reader only when it is needed
+  source = data_lib.build_source(data, data.train_split)
+  class_pixels, total = np.zeros(num_classes, np.int64), 0
+  for i in range(len(source)):
+    _, mask = source.load(i)
+    class_pixels += np.bincount(mask.ravel(), minlength=256)[:num_classes]
+    total += mask.size
+  return class_pixels, total
+
+
+def log_class_weights(class_pixels, total_pixels: int, c: float):
+  """ENet's class weighting (Paszke et al. 2016, also ESPNet's): w = 1 / ln(c + p), p the
+  class's share of the training pixels; c = 1.02 (ENet) bounds a weight to [1, 50.5], c = 1.10
+  (ESPNet) to [1, 10.5]. A class never seen weighs 0 (it never occurs in a label; ENet's code
+  zeroes it too)."""
+  p = np.asarray(class_pixels, np.float64) / max(int(total_pixels), 1)
+  weights = np.where(p > 0, 1.0 / np.log(c + p), 0.0)
+  return tuple(float(w) for w in weights)
+
+
+def espnet_cityscapes(model: dict, batch_size: int, root=None) -> ml_collections.ConfigDict:
+  """The official ESPNet / ESPNet-C recipe (github.com/sacmehta/ESPNet train/main.py) on
+  Cityscapes: Adam lr 5e-4, betas (0.9, 0.999), weight decay 5e-4 as L2 on every parameter
+  (torch's Adam), lr halved after 100 and 200 of 300 epochs, cross-entropy weighted by
+  1 / ln(1.10 + p_class) when `root` (the data root, whose training labels give p) is set.
+  An official epoch passes the 2,975 training frames five times, at 768x1536, 720x1280,
+  256x512, 384x768 and 512x1024: 14,875 images, so 300 epochs are 300 * 14,875 / batch_size
+  steps here. Here frames of 512x1024 are randomly rescaled by 0.5-1.5 and cropped to
+  512x1024 (padded with the ignore label where smaller), with horizontal flips; the official
+  loaders resize whole frames, cut up to 32-100 pixels off the borders, and flip with
+  cv2.flip(img, 0), which is a vertical flip. Test on the whole frame at 512x1024, scored at
+  1024x2048."""
+  c = cityscapes_config(crop_size=(512, 1024))
+  c.data.base_size = (512, 1024)
+  c.data.ratio_range = (0.5, 1.5)
+  c.data.cat_max_ratio = 1.0
+  c.data.photometric = False
+  loss = {"name": "cross_entropy", "weight": 1.0}
+  if root:
+    c.data.root = root
+    loss["class_weight"] = log_class_weights(
+        *train_label_histogram(c.data, c.data.num_classes), 1.10)
+  model = ml_collections.ConfigDict({"dtype": "float32", **model, "loss": (loss,)})
+  num_steps = 300 * 5 * 2975 // batch_size
+  c = cnn_recipe(c, model, num_steps=num_steps)
+  c.optim.name = "adam"
+  c.optim.lr = 5e-4
+  c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
+  c.optim.weight_decay = 5e-4
+  c.optim.lr_step_size = num_steps // 3  # 100 epochs
+  c.optim.lr_step_gamma = 0.5
+  c.train.batch_size = batch_size
+  c.eval.crop_size = (512, 1024)
+  c.eval.stride = (341, 683)
   return c

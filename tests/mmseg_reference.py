@@ -299,3 +299,14 @@ def shrink_cgnet_model(mm_model: Dict, jax_model: Dict) -> None:
     model["backbone"].update(num_channels=(16, 32, 64), num_blocks=(2, 3))
   mm_model["decode_head"].update(in_channels=128, channels=128)
   jax_model["decode_head"]["channels"] = 128
+
+
+def shrink_erfnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """ERFNet + FCN: the backbone at half width or less (downsamplers 16/64/128 -> 8/16/32,
+  decoder 64/16 -> 16/8; all blocks and dilations kept), the FCN head's 128 channels -> 16."""
+  widths = {"enc_downsample_channels": (8, 16, 32), "enc_non_bottleneck_channels": (16, 32),
+            "dec_upsample_channels": (16, 8), "dec_non_bottleneck_channels": (16, 8)}
+  mm_model["backbone"].update(widths)
+  jax_model["backbone"].update(widths)
+  mm_model["decode_head"].update(in_channels=8, channels=16)
+  jax_model["decode_head"]["channels"] = 16

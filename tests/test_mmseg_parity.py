@@ -46,6 +46,9 @@ ROWS = [
     Row("fcn_hr18_city", f"hrnet/fcn_hr18_{CITY}", ref.shrink_hrnet_model),
     Row("deeplabv3plus_mnv2_city",
         f"mobilenet_v2/mobilenet-v2-d8_deeplabv3plus_{CITY}", ref.shrink_mobilenet_model),
+    # ERFNet: 97x131 makes every downsampler resize its floor-pooled map to the conv's ceil.
+    Row("erfnet_fcn_city", "erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py",
+        ref.shrink_erfnet_model),
     # PSANet: mmseg's PSAMask is a compiled op; tests/test_psanet.py checks the head against
     # a numpy transcription of it instead.
     # ViT models: 67x93 is padded to the patch and interpolates the position embedding.

@@ -154,6 +154,10 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
 # CGNet: 1/2, 1/4, 1/8), and ICNeck, which fuses ICNet's three.
 THREE_MAPS = {"fast_scnn", "icnet", "cgnet", "icneck"}
 
+# Backbones that end in one map rather than a 4-stage pyramid: ERFNet is a whole
+# encoder-decoder whose 1/2-resolution output its FCN head reads.
+SINGLE_MAP_BACKBONES = {"erfnet": 1}
+
 
 def test_every_registered_part_builds(test_config):
   """Walks the registries completely so no registered name rots."""
@@ -163,7 +167,7 @@ def test_every_registered_part_builds(test_config):
     cfg = {"name": name} if name != "mit" else tiny_mit
     backbone = BACKBONES.build(cfg, "model.backbone")
     feats = jax.eval_shape(lambda b=backbone: b.init_with_output(jax.random.key(0), x)[0])
-    assert len(feats) == (3 if name in THREE_MAPS else 4), name
+    assert len(feats) == (3 if name in THREE_MAPS else SINGLE_MAP_BACKBONES.get(name, 4)), name
   feats = [jnp.zeros((1, 64 // s, 64 // s, c)) for s, c in ((4, 8), (8, 16), (16, 24), (32, 32))]
   prev = jnp.zeros((1, 16, 16, 3))  # the logits of a cascade's earlier stage
   for name in HEADS.names():
@@ -180,6 +184,14 @@ def test_every_registered_part_builds(test_config):
   for name in MODELS.names():
     test_config.model.name = name
     assert models.build_model(test_config) is not None
+
+
+def test_erfnet_mismatched_lists_are_config_errors():
+  backbone = {"name": "erfnet", "enc_stage_non_bottlenecks": (5, 6)}  # 6 % 4 dilations
+  with pytest.raises(ConfigError, match=r"erfnet.*multiple of len\(enc_non_bottleneck"):
+    BACKBONES.build(backbone, "model.backbone")
+  with pytest.raises(ConfigError, match=r"\(erfnet\): channel and stage lists do not match"):
+    BACKBONES.build({"name": "erfnet", "dec_upsample_channels": (64,)}, "model.backbone")
 
 
 @pytest.mark.parametrize("output_stride,sizes", [(8, (16, 8, 8, 8)), (16, (16, 8, 4, 4)),

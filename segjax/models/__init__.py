@@ -21,6 +21,8 @@ from segjax.models import unet_plusplus  # noqa: F401  (registers)
 from segjax.models import vnet  # noqa: F401  (registers)
 from segjax.models import segnet  # noqa: F401  (registers)
 from segjax.models import deconvnet  # noqa: F401  (registers)
+from segjax.models import enet  # noqa: F401  (registers)
+from segjax.models import espnet  # noqa: F401  (registers)
 from segjax.models import layers
 from segjax.models.registry import BACKBONES, HEADS, MODELS, NECKS  # noqa: F401
 

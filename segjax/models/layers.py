@@ -155,6 +155,23 @@ class Conv(nn.Conv):
     return y + bias if bias is not None else y
 
 
+class PReLU(nn.Module):
+  """Per-channel PReLU (He et al. 2015): max(x, 0) + a_c min(x, 0), one learnt slope a_c per
+  channel, 0.25 at init.
+
+  torch's nn.PReLU(C) and Caffe's PReLU (channel_shared=false), the activation of V-Net, ENet
+  and ESPNet. Flax's nn.PReLU shares one slope over all channels, which none of them does.
+  The slopes are named `weight`, as torch names them. (The field is `init_slope`: a field
+  named `init` would shadow Module.init.)"""
+  init_slope: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    slope = self.param("weight", nn.initializers.constant(self.init_slope), (x.shape[-1],),
+                       jnp.float32)
+    return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops the whole residual branch per sample (needs rng 'dropout')."""
   rate: float
@@ -262,21 +279,6 @@ def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float =
   """
   return nn.BatchNorm(use_running_average=not train, momentum=1.0 - momentum, epsilon=eps,
                       dtype=dtype, name=name)
-
-
-class PReLU(nn.Module):
-  """Per-channel PReLU (He et al. 2015): max(x, 0) + a_c min(x, 0), a_c learnt.
-
-  Caffe's PReLU (channel_shared=false) and torch's nn.PReLU(C); slope 0.25 at init. Flax's
-  nn.PReLU shares one slope over all channels, which is not V-Net's, CGNet's or ENet's. The
-  slopes are named `weight`, torch's name, so checkpoints convert as they are."""
-  init: float = 0.25
-
-  @nn.compact
-  def __call__(self, x):
-    slope = self.param("weight", nn.initializers.constant(self.init), (x.shape[-1],),
-                       jnp.float32)
-    return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
 
 
 class SeparableConvBNAct(nn.Module):
