@@ -253,3 +253,22 @@ def shrink_swin_model(mm_model: Dict, jax_model: Dict) -> None:
   mm_model["auxiliary_head"].update(in_channels=64, channels=8)
   jax_model["decode_head"]["channels"] = 16
   jax_model["auxiliary_head"][0]["channels"] = 8
+
+
+def shrink_bisenetv1_model(mm_model: Dict, jax_model: Dict) -> None:
+  """BiSeNet V1: its ResNet-18 (V1b) with stem 16 and base 8 (stages 8/16/32/64), the context
+  path 16 wide (context_channels 16/32/64), the spatial path 8/8/8/16 and the FFM 32 (so the
+  FFM's input, 16 + 16, is context_channels[1] as mmseg requires); decode head 32 channels,
+  auxiliary heads 8."""
+  widths = {"context_channels": (16, 32, 64), "spatial_channels": (8, 8, 8, 16),
+            "out_channels": 32}
+  mm_model["backbone"]["backbone_cfg"].update(stem_channels=16, base_channels=8)
+  mm_model["backbone"].update(widths)
+  jax_model["backbone"].update(widths, backbone_cfg={
+      "name": "resnet", "depth": 18, "deep_stem": False, "stem_channels": 16,
+      "base_channels": 8})
+  mm_model["decode_head"].update(in_channels=32, channels=32)
+  jax_model["decode_head"]["channels"] = 32
+  for mm_head, jax_head in zip(mm_model["auxiliary_head"], jax_model["auxiliary_head"]):
+    mm_head.update(in_channels=16, channels=8)
+    jax_head["channels"] = 8

@@ -63,6 +63,10 @@ ROWS = [
     Row("upernet_swin_t_ade",
         "swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py",
         ref.shrink_swin_model),
+    # Real-time models.
+    Row("bisenetv1_r18_d32_city",
+        "bisenetv1/bisenetv1_r18-d32_4xb4-160k_cityscapes-1024x1024.py",
+        ref.shrink_bisenetv1_model),
 ]
 
 
@@ -102,7 +106,7 @@ def test_logits_equal_mmseg(tmp_path, row):
 # Rows whose auxiliary heads (deep supervision, trained only) are compared too: each head's
 # logits at its own feature resolution, mmseg's `auxiliary_head(extract_feat(x))` against the
 # last len(auxiliary_head) outputs of the segjax model's aux tuple.
-AUX = ("pspnet_r50_d8_city",)
+AUX = ("pspnet_r50_d8_city", "bisenetv1_r18_d32_city")
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.config in AUX], ids=lambda r: r.config)
