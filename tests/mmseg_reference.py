@@ -272,3 +272,20 @@ def shrink_bisenetv1_model(mm_model: Dict, jax_model: Dict) -> None:
   for mm_head, jax_head in zip(mm_model["auxiliary_head"], jax_model["auxiliary_head"]):
     mm_head.update(in_channels=16, channels=8)
     jax_head["channels"] = 8
+
+
+def shrink_bisenetv2_model(mm_model: Dict, jax_model: Dict) -> None:
+  """BiSeNet V2: detail branch 8/8/16, semantic branch 4/8/12/16 (expansion 6 kept, so the
+  grouped expansion convs stay grouped), aggregation 16; decode head 32 channels, the four
+  auxiliary heads 4/8/16/32 on the 4/8/12/16-channel stage maps."""
+  widths = {"detail_channels": (8, 8, 16), "semantic_channels": (4, 8, 12, 16),
+            "bga_channels": 16}
+  mm_model["backbone"].update(widths)
+  jax_model["backbone"].update(widths)
+  mm_model["decode_head"].update(in_channels=16, channels=32)
+  jax_model["decode_head"]["channels"] = 32
+  for mm_head, jax_head, cin, channels in zip(mm_model["auxiliary_head"],
+                                              jax_model["auxiliary_head"], (4, 8, 12, 16),
+                                              (4, 8, 16, 32)):
+    mm_head.update(in_channels=cin, channels=channels)
+    jax_head["channels"] = channels

@@ -150,8 +150,8 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
 
 
 # Backbones that return other than four stage maps: the real-time ones return the maps their
-# heads read (BiSeNet V1: fused 1/8 + two context maps).
-NUM_OUTPUTS = {"bisenetv1": 3}
+# heads read (BiSeNet V1: fused 1/8 + two context maps; V2: aggregated 1/8 + four stages).
+NUM_OUTPUTS = {"bisenetv1": 3, "bisenetv2": 5}
 
 
 def test_every_registered_part_builds(test_config):

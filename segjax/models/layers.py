@@ -260,17 +260,28 @@ def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float =
 
 class SeparableConvBNAct(nn.Module):
   """Depthwise k x k ConvBNAct, then pointwise 1x1 ConvBNAct (mmseg's
-  DepthwiseSeparableConvModule: names `depthwise_conv` and `pointwise_conv`)."""
+  DepthwiseSeparableConvModule: names `depthwise_conv` and `pointwise_conv`).
+
+  The depthwise conv carries the stride; each half's activation (and the pointwise half's
+  BatchNorm) can be dropped, as mmseg's `dw_act_cfg` / `pw_norm_cfg` / `pw_act_cfg` do
+  (BiSeNet V2's linear shortcuts and guided aggregation)."""
   features: int
   kernel_size: int = 3
   dilation: int = 1
+  strides: int = 1
+  depthwise_activation: Optional[Callable] = nn.relu
+  pointwise_norm: bool = True
+  pointwise_activation: Optional[Callable] = nn.relu
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = ConvBNAct(x.shape[-1], self.kernel_size, dilation=self.dilation, groups=x.shape[-1],
-                  dtype=self.dtype, name="depthwise_conv")(x, train)
-    return ConvBNAct(self.features, 1, dtype=self.dtype, name="pointwise_conv")(x, train)
+    x = ConvBNAct(x.shape[-1], self.kernel_size, self.strides, dilation=self.dilation,
+                  groups=x.shape[-1], activation=self.depthwise_activation, dtype=self.dtype,
+                  name="depthwise_conv")(x, train)
+    return ConvBNAct(self.features, 1, norm=self.pointwise_norm,
+                     activation=self.pointwise_activation, dtype=self.dtype,
+                     name="pointwise_conv")(x, train)
 
 
 def adaptive_avg_pool(x: jax.Array, size: Sequence[int]) -> jax.Array:
