@@ -123,13 +123,15 @@ def shrink_mobilenet_model(mm_model: Dict, jax_model: Dict) -> None:
 
 
 def mmseg_param_count(config_file: str) -> int:
-  """Parameters of the full-size mmseg segmentor of `config_file` (BN buffers excluded),
-  built on torch's "meta" device: shapes only, no memory or initialisation time."""
+  """Trainable parameters of the full-size mmseg segmentor of `config_file` (BN buffers
+  excluded, and STDCHead's constant `fusion_kernel`, an nn.Parameter with requires_grad=False
+  that segjax keeps in its loss), built on torch's "meta" device: shapes only, no memory or
+  initialisation time."""
   mm = import_mmseg()
   import torch
   with torch.device("meta"):
     model = mm.MODELS.build(_model_config(mm, config_file))
-  return sum(p.numel() for p in model.parameters())
+  return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _model_config(mm, config_file: str) -> Dict:
@@ -289,3 +291,21 @@ def shrink_bisenetv2_model(mm_model: Dict, jax_model: Dict) -> None:
                                               (4, 8, 16, 32)):
     mm_head.update(in_channels=cin, channels=channels)
     jax_head["channels"] = channels
+
+
+def shrink_stdc_model(mm_model: Dict, jax_model: Dict) -> None:
+  """STDC: STDCNet channels 8/16/32/64/128 (STDC modules of 4 convs, so every conv keeps at
+  least 4 channels), context path 16 wide, FFM 48 -> 32 (its attention 8); decode head 32
+  channels, auxiliary FCN heads 8, the detail head 8."""
+  channels = (8, 16, 32, 64, 128)
+  mm_bb, jax_bb = mm_model["backbone"], jax_model["backbone"]
+  mm_bb["backbone_cfg"]["channels"] = jax_bb["backbone_cfg"]["channels"] = channels
+  mm_bb.update(last_in_channels=(128, 64), out_channels=16,
+               ffm_cfg=dict(in_channels=32 + 16, out_channels=32, scale_factor=4))
+  jax_bb.update(out_channels=16, ffm_channels=32)
+  mm_model["decode_head"].update(in_channels=32, channels=32)
+  jax_model["decode_head"]["channels"] = 32
+  for mm_head, jax_head, cin in zip(mm_model["auxiliary_head"], jax_model["auxiliary_head"],
+                                    (16, 16, 32)):
+    mm_head.update(in_channels=cin, channels=8)
+    jax_head["channels"] = 8

@@ -150,8 +150,11 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
 
 
 # Backbones that return other than four stage maps: the real-time ones return the maps their
-# heads read (BiSeNet V1: fused 1/8 + two context maps; V2: aggregated 1/8 + four stages).
-NUM_OUTPUTS = {"bisenetv1": 3, "bisenetv2": 5}
+# heads read (BiSeNet V1: fused 1/8 + two context maps; V2: aggregated 1/8 + four stages;
+# STDCNet: stages 3-5, the input of STDC's context path).
+NUM_OUTPUTS = {"bisenetv1": 3, "bisenetv2": 5, "stdcnet": 3}
+# Heads whose outputs are not the classes: STDC's detail head predicts edge / no edge.
+HEAD_OUTPUTS = {"stdc_head": 2}
 
 
 def test_every_registered_part_builds(test_config):
@@ -170,7 +173,7 @@ def test_every_registered_part_builds(test_config):
     args = (feats, prev) if len(inspect.signature(head.__call__).parameters) > 2 else (feats,)
     out = jax.eval_shape(lambda h=head, a=args: h.init_with_output(jax.random.key(0), *a)[0])
     out = out[0] if isinstance(out, tuple) else out  # (logits, extra outputs)
-    assert out.shape[-1] == 3, name
+    assert out.shape[-1] == HEAD_OUTPUTS.get(name, 3), name
   for name in NECKS.names():
     neck = NECKS.build({"name": name}, "model.neck")
     out = jax.eval_shape(lambda n=neck: n.init_with_output(jax.random.key(0), feats)[0])

@@ -9,26 +9,53 @@ import numpy as np
 Dtype = Any
 
 
-def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def resize_bilinear(x: jax.Array, size: Sequence[int], align_corners: bool = False
+                    ) -> jax.Array:
   """Bilinear resize of NHWC `x` to `size` (h, w).
 
   Half-pixel centres without antialiasing: identical to PyTorch's
-  `F.interpolate(mode="bilinear", align_corners=False)`, which every reference decoder uses.
+  `F.interpolate(mode="bilinear", align_corners=False)`, which almost every reference decoder
+  uses; align_corners=True is `resize_align_corners` (the heads that set mmseg's
+  `align_corners=True`, e.g. STDC's, are upsampled that way).
   """
   h, w = int(size[0]), int(size[1])
   if x.shape[1:3] == (h, w):
     return x
+  if align_corners:
+    return resize_align_corners(x, (h, w))
   return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), method="bilinear",
                           antialias=False)
 
 
-def resize_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def resize_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bilinear resize of NHWC `x` with corner pixels aligned: PyTorch's
+  `F.interpolate(mode="bilinear", align_corners=True)` (mmseg's PSAHead on odd maps, the
+  official RefineNet, OCNet and HRFormer code, heads configured with `align_corners=True`)."""
+  def along(x, axis, n_out):
+    n_in = x.shape[axis]
+    if n_in == n_out:
+      return x
+    scale = np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
+    src = np.arange(n_out, dtype=np.float32) * scale
+    i0 = np.minimum(src.astype(np.int32), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0).astype(np.float32).reshape([-1 if a == axis else 1
+                                                   for a in range(x.ndim)])
+    frac = jnp.asarray(frac, x.dtype)
+    return (1 - frac) * jnp.take(x, i0, axis=axis) + frac * jnp.take(x, i1, axis=axis)
+  return along(along(x, 1, int(size[0])), 2, int(size[1]))
+
+
+def resize_linear(x: jax.Array, size: Sequence[int], align_corners: bool = False) -> jax.Array:
   """`resize_bilinear` for images (B, H, W, C), its trilinear twin for volumes (B, D, H, W, C):
   losses and evaluation resize logits of either rank with it. Half-pixel centres without
-  antialiasing, as torch's `F.interpolate(mode="trilinear", align_corners=False)`."""
+  antialiasing, as torch's `F.interpolate(mode="trilinear", align_corners=False)`;
+  align_corners=True for images only."""
   size = tuple(int(s) for s in size)
   if len(size) == 2:
-    return resize_bilinear(x, size)
+    return resize_bilinear(x, size, align_corners)
+  if align_corners:
+    raise ValueError("align_corners=True resizes images, not volumes")
   if x.shape[1:-1] == size:
     return x
   return jax.image.resize(x, (x.shape[0],) + size + (x.shape[-1],), method="linear",
@@ -221,9 +248,9 @@ class ConvBNAct(nn.Module):
   """Conv -> BatchNorm -> activation, the unit of most CNN models (mmseg's ConvModule).
 
   Submodules are named `conv` and `bn` like ConvModule's, so mmseg checkpoints convert by
-  name. `norm=False` drops the BatchNorm (the conv then has a bias); `groups` = input
-  channels = `features` gives a depthwise conv, computed by DepthwiseConv (`depthwise_impl`,
-  same parameters) when unstrided.
+  name. `norm=False` drops the BatchNorm (the conv then has a bias, unless `use_bias=False`:
+  ConvModule's `bias`, "auto" = None); `groups` = input channels = `features` gives a
+  depthwise conv, computed by DepthwiseConv (`depthwise_impl`, same parameters) when unstrided.
   """
   features: int
   kernel_size: int = 3
@@ -233,19 +260,21 @@ class ConvBNAct(nn.Module):
   norm: bool = True
   activation: Optional[Callable] = nn.relu
   depthwise_impl: str = "auto"
+  use_bias: Optional[bool] = None  # None: a bias exactly when there is no BatchNorm
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     p = self.dilation * (self.kernel_size // 2)
+    use_bias = not self.norm if self.use_bias is None else self.use_bias
     depthwise = self.groups > 1 and self.groups == x.shape[-1] == self.features
     if depthwise and self.strides == 1 and self.kernel_size > 1:
       x = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dilation,
-                        use_bias=not self.norm, dtype=self.dtype, name="conv")(x)
+                        use_bias=use_bias, dtype=self.dtype, name="conv")(x)
     else:
       x = Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
                   padding=((p, p), (p, p)), kernel_dilation=self.dilation,
-                  feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
+                  feature_group_count=self.groups, use_bias=use_bias, dtype=self.dtype,
                   name="conv")(x)
     if self.norm:
       x = batch_norm(train, self.dtype, "bn")(x)

@@ -38,7 +38,11 @@ class FCNHead(nn.Module):
     if self.concat_input:
       x = layers.ConvBNAct(self.channels, self.kernel_size, dtype=self.dtype,
                            name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
-    return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
+    return base.classify(x, self.outputs(), self.dropout, train, self.dtype)
+
+  def outputs(self) -> int:
+    """Channels of the classifier: the classes. STDC's detail head predicts edge / no edge."""
+    return self.num_classes
 
   def context(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Between the first and the second conv: nothing here. Context heads (non-local,
