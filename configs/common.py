@@ -559,3 +559,22 @@ def espnet_cityscapes(model: dict, batch_size: int, root=None) -> ml_collections
   c.eval.crop_size = (512, 1024)
   c.eval.stride = (341, 683)
   return c
+
+
+# Real-time models (BiSeNet V1/V2, STDC): configs/{bisenetv1,bisenetv2,stdc}_*_city.py.
+
+
+def realtime_cityscapes(model: ml_collections.ConfigDict, crop_size, batch_size: int,
+                        num_steps: int, lr: float) -> ml_collections.ConfigDict:
+  """mmseg 1.2.2's recipe of its real-time Cityscapes models: the CNN recipe (`cnn_recipe`:
+  SGD momentum 0.9, coupled decay 5e-4 on every parameter, poly 0.9 to 1e-4, whole-image
+  test at 1024x2048) with `crop_size` crops, global batch `batch_size` and learning rate `lr`,
+  after a linear warmup over 1000 steps from lr x 0.1 (LinearLR(start_factor=0.1, end=1000)
+  then PolyLR(begin=1000))."""
+  c = cityscapes_config(crop_size=crop_size)
+  c.train.batch_size = batch_size
+  c = cnn_recipe(c, model, num_steps)
+  c.optim.lr = lr
+  c.optim.warmup_steps = 1000
+  c.optim.warmup_start_factor = 0.1
+  return c

@@ -68,6 +68,12 @@ def slide_windows(h: int, w: int, crop: Tuple[int, int], stride: Tuple[int, int]
   return corners
 
 
+def corners_aligned(model) -> bool:
+  """Whether the model's logits are upsampled with corners aligned (mmseg's decode head
+  `align_corners=True`, e.g. STDC's): the first of an EncoderDecoder's `align_corners`."""
+  return tuple(getattr(model, "align_corners", ()))[:1] == (True,)
+
+
 def make_logits_fn(model, eval_cfg, num_classes: int) -> Callable:
   """Returns f(variables, images) -> float32 logits (B, H, W, C) at the images' size.
 
@@ -79,6 +85,7 @@ def make_logits_fn(model, eval_cfg, num_classes: int) -> Callable:
   rescaled/flipped views (same argmax semantics as logits). All of it is one jitted program.
   """
   base = _single_scale_fn(model, eval_cfg, num_classes)
+  aligned = corners_aligned(model)  # views' logits go back to the image as mmseg resizes them
   scales = tuple(float(x) for x in eval_cfg.get("scales", (1.0,)))
   flip = bool(eval_cfg.get("flip", False))
   if scales == (1.0,) and not flip:
@@ -97,7 +104,7 @@ def make_logits_fn(model, eval_cfg, num_classes: int) -> Callable:
       for view, flipped in views:
         logits = base(variables, view)
         logits = logits[:, :, ::-1] if flipped else logits
-        total = total + jax.nn.softmax(resize_bilinear(logits, (h, w)), axis=-1)
+        total = total + jax.nn.softmax(resize_bilinear(logits, (h, w), aligned), axis=-1)
     return jnp.log(total / (len(scales) * (2 if flip else 1)))
 
   return augmented
@@ -105,9 +112,11 @@ def make_logits_fn(model, eval_cfg, num_classes: int) -> Callable:
 
 def _single_scale_fn(model, eval_cfg, num_classes: int) -> Callable:
   """Whole-image or sliding-window logits at the input size, for one scale."""
+  aligned = corners_aligned(model)
+
   def whole(variables, images):
     logits, _ = model.apply(variables, images, train=False)
-    return resize_linear(logits.astype(jnp.float32), images.shape[1:-1])
+    return resize_linear(logits.astype(jnp.float32), images.shape[1:-1], aligned)
 
   if eval_cfg.mode == "whole":
     return whole
@@ -194,7 +203,9 @@ class Predictor:
     shard = parallel.batch_sharded(mesh)
     self._logits = jax.jit(lambda variables, images: logits_fn(variables, (images - mean) / std),
                            in_shardings=(None, shard), out_shardings=shard)
-    self._labels = jax.jit(functools.partial(to_labels, crf=self.crf, mesh=mesh),
+    self.align_corners = corners_aligned(model)
+    self._labels = jax.jit(functools.partial(to_labels, crf=self.crf, mesh=mesh,
+                                             align_corners=self.align_corners),
                            static_argnums=1, in_shardings=(shard, shard), out_shardings=shard)
     # Sliding windows without test-time augmentation run as three programs, so that the
     # model compiles once per window size (every image larger than the window) rather than
@@ -217,7 +228,8 @@ class Predictor:
 
       def forward(variables, windows):
         logits, _ = model.apply(variables, windows, train=False)
-        return resize_bilinear(logits.astype(jnp.float32), windows.shape[1:3])
+        return resize_bilinear(logits.astype(jnp.float32), windows.shape[1:3],
+                               self.align_corners)
 
       self._cut = jax.jit(cut, in_shardings=(shard,), out_shardings=chunked)
       self._forward = jax.jit(forward, in_shardings=(None, shard), out_shardings=shard)
@@ -266,7 +278,8 @@ class Predictor:
 
 
 def to_labels(logits: jax.Array, size: Tuple[int, int], images: Optional[jax.Array] = None,
-              crf: Optional[crf_lib.CRFParams] = None, mesh=None) -> jax.Array:
+              crf: Optional[crf_lib.CRFParams] = None, mesh=None,
+              align_corners: bool = False) -> jax.Array:
   """Logits at any size -> uint8 class ids at `size`: bilinear resize first, then argmax
   (mmseg's postprocess_result).
 
@@ -275,8 +288,10 @@ def to_labels(logits: jax.Array, size: Tuple[int, int], images: Optional[jax.Arr
   images the logits were predicted from) resized to `size` as the logits are: the original
   image itself when the test size is the original size, else that image resampled twice.
   Every image is refined on its own, so a batch's padding examples touch no real one.
+  align_corners: the model's (`corners_aligned`), as mmseg resizes back to the original size
+  with its decode head's.
   """
-  logits = resize_linear(logits, size)
+  logits = resize_linear(logits, size, align_corners)
   if crf is not None:
     logits = crf_marginals(logits, resize_bilinear(images, size), crf, mesh)
   return jnp.argmax(logits, axis=-1).astype(jnp.uint8)
@@ -312,9 +327,10 @@ class Evaluator:
     num_classes = self.num_classes
     boundary = self.boundary
     crf = self.predictor.crf
+    aligned = self.predictor.align_corners
 
     def score(logits, labels, valid, images):
-      preds = to_labels(logits, labels.shape[1:], images, crf, mesh)
+      preds = to_labels(logits, labels.shape[1:], images, crf, mesh, aligned)
       cm = metrics_lib.confusion_matrix(preds, labels, num_classes)
       counts = (metrics_lib.boundary_counts(preds, labels, num_classes) if boundary else ())
       return preds, cm, counts, jnp.sum(valid.astype(jnp.int32))

@@ -8,6 +8,7 @@ Normalisation, test scale and inference mode (whole / slide / TTA) come from the
 with the checkpoint, and the computation is evaluate.Predictor's, so a prediction equals the
 one --mode=evaluate scores and --mode=predict writes.
 """
+import functools
 from typing import Optional, Union
 
 import jax
@@ -30,7 +31,9 @@ class Segmenter:
     self.model = models.build_model(config)
     self.variables = variables
     self.predictor = Predictor(self.model, config, parallel.make_mesh(jax.local_devices()[:1]))
-    self._resize = jax.jit(resize_bilinear, static_argnums=1)
+    self._resize = jax.jit(functools.partial(resize_bilinear,
+                                             align_corners=self.predictor.align_corners),
+                           static_argnums=1)
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: Union[str, int] = "latest",

@@ -22,7 +22,7 @@ import optax
 
 from segjax.data.base import IGNORE_INDEX
 from segjax.errors import ConfigError
-from segjax.models.layers import resize_linear
+from segjax.models.layers import resize_linear, resize_nearest
 from segjax.registry import Registry
 
 LOSSES = Registry("loss")
@@ -437,6 +437,69 @@ def boundary(logits: jax.Array, labels: jax.Array, edge_width: int = 3) -> jax.A
 
 
 # ------------------------------------------------------------------------------------------
+# Detail supervision (STDC)
+# ------------------------------------------------------------------------------------------
+
+_LAPLACIAN = ((-1.0, -1.0, -1.0), (-1.0, 8.0, -1.0), (-1.0, -1.0, -1.0))
+# Weights of the stride-1, 2 and 4 edge maps in the fused detail map: mmseg's (and the
+# official code's) fixed `fusion_kernel`; the paper calls it trainable, but after the
+# thresholds it could receive no gradient.
+_DETAIL_FUSION = (0.6, 0.3, 0.1)
+
+
+def detail_target(labels: jax.Array, threshold: float = 0.1) -> jax.Array:
+  """(B, H, W) int32 detail ground truth (1 = edge) of label maps: mmseg 1.2.2's
+  STDCHead.loss_by_feat (Fan et al. 2021, "Rethinking BiSeNet", Sec. 3.3), batched.
+
+  The label ids themselves are convolved, as floats, with a 3x3 Laplacian (zero padding) at
+  strides 1, 2 and 4; the strided maps are upsampled back (nearest, torch's); each map, clamped
+  at 0, is thresholded, and the three binary maps are fused with weights 0.6/0.3/0.1 and
+  thresholded again, all in float32 as mmseg compares them. So an edge is where a pixel's id
+  exceeds its neighbours' mean, and the ignore id 255 makes edges around ignored regions too,
+  as in mmseg.
+  """
+  seg = labels.astype(jnp.float32)[..., None]
+  kernel = jnp.asarray(_LAPLACIAN, jnp.float32)[:, :, None, None]
+  thresh = jnp.float32(threshold)
+
+  def edges(stride):
+    y = jax.lax.conv_general_dilated(seg, kernel, (stride, stride), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=jax.lax.Precision.HIGHEST)
+    y = resize_nearest(jnp.maximum(y, 0.0), labels.shape[1:3])
+    return (y > thresh).astype(jnp.float32)
+
+  fused = sum(jnp.float32(w) * edges(s) for w, s in zip(_DETAIL_FUSION, (1, 2, 4)))
+  return (fused[..., 0] > thresh).astype(jnp.int32)
+
+
+@_register("detail_bce")
+def detail_bce(logits: jax.Array, labels: jax.Array, boundary_threshold: float = 0.1
+               ) -> jax.Array:
+  """Binary cross-entropy of STDC's detail head against `detail_target(labels)`: mmseg's
+  CrossEntropyLoss(use_sigmoid=True) as STDCHead applies it. With 2 channels (mmseg's config)
+  each is a sigmoid against the one-hot target, averaged over batch, channels and pixels; with
+  1 channel, the edge probability against the target. Every pixel counts (the target has no
+  ignored pixels)."""
+  logits, labels, _ = _prepare(logits, labels)
+  target = detail_target(labels, boundary_threshold)
+  if logits.shape[-1] == 1:
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits[..., 0],
+                                                       target.astype(jnp.float32)))
+  onehot = jax.nn.one_hot(target, logits.shape[-1], dtype=jnp.float32)
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, onehot))
+
+
+@_register("detail_dice")
+def detail_dice(logits: jax.Array, labels: jax.Array, boundary_threshold: float = 0.1,
+                eps: float = 1e-3) -> jax.Array:
+  """`dice` (mmseg's DiceLoss: sigmoid, V-Net form) of STDC's detail head against
+  `detail_target(labels)`, as STDCHead applies it."""
+  labels = labels.astype(jnp.int32)
+  return dice(logits, detail_target(labels, boundary_threshold), eps=eps)
+
+
+# ------------------------------------------------------------------------------------------
 # Per-head configuration and the training loss
 # ------------------------------------------------------------------------------------------
 
@@ -496,7 +559,8 @@ def _output_loss(logits, labels, specs: Sequence[LossSpec], key: str, parts: dic
 
 def segmentation_loss(logits: jax.Array, aux_logits: Sequence[jax.Array], labels: jax.Array,
                       aux_weights: Sequence[float],
-                      output_losses: Sequence[Sequence[LossSpec]] = ()):
+                      output_losses: Sequence[Sequence[LossSpec]] = (),
+                      align_corners: Sequence[bool] = ()):
   """The training loss of a model's outputs; returns (total, {name: value}).
 
   output_losses: the model's `output_losses` (segjax.models.segmentor.EncoderDecoder), one
@@ -505,6 +569,10 @@ def segmentation_loss(logits: jax.Array, aux_logits: Sequence[jax.Array], labels
   total = main + Σ_i aux_weights[i] * aux_i, where each output's value is Σ weight * loss over
   its specs. Parts: "loss_main", "loss_aux{i}", plus "loss_main_<name>" /
   "loss_aux{i}_<name>" for an output with several losses.
+
+  align_corners: the model's `align_corners`, one bool per output in the same order (() = all
+  False): an output marked True is upsampled to the labels with corners aligned (mmseg's
+  head `align_corners=True`) before its losses, whose own resize then has nothing to do.
   """
   outputs = (logits, *aux_logits)
   output_losses = tuple(output_losses) or (DEFAULT_LOSSES,) * len(outputs)
@@ -514,9 +582,14 @@ def segmentation_loss(logits: jax.Array, aux_logits: Sequence[jax.Array], labels
   if len(weights) != len(outputs):
     raise ValueError(f"{len(aux_weights)} aux_weights for {len(aux_logits)} auxiliary outputs")
   keys = ["loss_main"] + [f"loss_aux{i}" for i in range(len(aux_logits))]
+  aligned = tuple(align_corners) or (False,) * len(outputs)
+  if len(aligned) != len(outputs):
+    raise ValueError(f"{len(aligned)} align_corners flags for {len(outputs)} model outputs")
   parts = {}
   total = None
-  for output, specs, weight, key in zip(outputs, output_losses, weights, keys):
+  for output, specs, weight, key, corners in zip(outputs, output_losses, weights, keys, aligned):
+    if corners:
+      output = resize_linear(output, labels.shape[1:], align_corners=True)
     value = _output_loss(output, labels, specs, key, parts)
     total = value if total is None else total + weight * value
   return total, parts

@@ -70,7 +70,8 @@ def make_train_step(model, tx, aux_weights, ema_decay: float = 0.0, grad_accum: 
       loss, parts = model.training_loss(logits, aux, label)
     else:
       loss, parts = losses.segmentation_loss(logits, aux, label, aux_weights,
-                                             getattr(model, "output_losses", ()))
+                                             getattr(model, "output_losses", ()),
+                                             getattr(model, "align_corners", ()))
     return loss, (updates.get("batch_stats", {}), parts)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

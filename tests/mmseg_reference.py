@@ -123,13 +123,15 @@ def shrink_mobilenet_model(mm_model: Dict, jax_model: Dict) -> None:
 
 
 def mmseg_param_count(config_file: str) -> int:
-  """Parameters of the full-size mmseg segmentor of `config_file` (BN buffers excluded),
-  built on torch's "meta" device: shapes only, no memory or initialisation time."""
+  """Trainable parameters of the full-size mmseg segmentor of `config_file` (BN buffers
+  excluded, and STDCHead's constant `fusion_kernel`, an nn.Parameter with requires_grad=False
+  that segjax keeps in its loss), built on torch's "meta" device: shapes only, no memory or
+  initialisation time."""
   mm = import_mmseg()
   import torch
   with torch.device("meta"):
     model = mm.MODELS.build(_model_config(mm, config_file))
-  return sum(p.numel() for p in model.parameters())
+  return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _model_config(mm, config_file: str) -> Dict:
@@ -310,3 +312,57 @@ def shrink_erfnet_model(mm_model: Dict, jax_model: Dict) -> None:
   jax_model["backbone"].update(widths)
   mm_model["decode_head"].update(in_channels=8, channels=16)
   jax_model["decode_head"]["channels"] = 16
+
+
+def shrink_bisenetv1_model(mm_model: Dict, jax_model: Dict) -> None:
+  """BiSeNet V1: its ResNet-18 (V1b) with stem 16 and base 8 (stages 8/16/32/64), the context
+  path 16 wide (context_channels 16/32/64), the spatial path 8/8/8/16 and the FFM 32 (so the
+  FFM's input, 16 + 16, is context_channels[1] as mmseg requires); decode head 32 channels,
+  auxiliary heads 8."""
+  widths = {"context_channels": (16, 32, 64), "spatial_channels": (8, 8, 8, 16),
+            "out_channels": 32}
+  mm_model["backbone"]["backbone_cfg"].update(stem_channels=16, base_channels=8)
+  mm_model["backbone"].update(widths)
+  jax_model["backbone"].update(widths, backbone_cfg={
+      "name": "resnet", "depth": 18, "deep_stem": False, "stem_channels": 16,
+      "base_channels": 8})
+  mm_model["decode_head"].update(in_channels=32, channels=32)
+  jax_model["decode_head"]["channels"] = 32
+  for mm_head, jax_head in zip(mm_model["auxiliary_head"], jax_model["auxiliary_head"]):
+    mm_head.update(in_channels=16, channels=8)
+    jax_head["channels"] = 8
+
+
+def shrink_bisenetv2_model(mm_model: Dict, jax_model: Dict) -> None:
+  """BiSeNet V2: detail branch 8/8/16, semantic branch 4/8/12/16 (expansion 6 kept, so the
+  grouped expansion convs stay grouped), aggregation 16; decode head 32 channels, the four
+  auxiliary heads 4/8/16/32 on the 4/8/12/16-channel stage maps."""
+  widths = {"detail_channels": (8, 8, 16), "semantic_channels": (4, 8, 12, 16),
+            "bga_channels": 16}
+  mm_model["backbone"].update(widths)
+  jax_model["backbone"].update(widths)
+  mm_model["decode_head"].update(in_channels=16, channels=32)
+  jax_model["decode_head"]["channels"] = 32
+  for mm_head, jax_head, cin, channels in zip(mm_model["auxiliary_head"],
+                                              jax_model["auxiliary_head"], (4, 8, 12, 16),
+                                              (4, 8, 16, 32)):
+    mm_head.update(in_channels=cin, channels=channels)
+    jax_head["channels"] = channels
+
+
+def shrink_stdc_model(mm_model: Dict, jax_model: Dict) -> None:
+  """STDC: STDCNet channels 8/16/32/64/128 (STDC modules of 4 convs, so every conv keeps at
+  least 4 channels), context path 16 wide, FFM 48 -> 32 (its attention 8); decode head 32
+  channels, auxiliary FCN heads 8, the detail head 8."""
+  channels = (8, 16, 32, 64, 128)
+  mm_bb, jax_bb = mm_model["backbone"], jax_model["backbone"]
+  mm_bb["backbone_cfg"]["channels"] = jax_bb["backbone_cfg"]["channels"] = channels
+  mm_bb.update(last_in_channels=(128, 64), out_channels=16,
+               ffm_cfg=dict(in_channels=32 + 16, out_channels=32, scale_factor=4))
+  jax_bb.update(out_channels=16, ffm_channels=32)
+  mm_model["decode_head"].update(in_channels=32, channels=32)
+  jax_model["decode_head"]["channels"] = 32
+  for mm_head, jax_head, cin in zip(mm_model["auxiliary_head"], jax_model["auxiliary_head"],
+                                    (16, 16, 32)):
+    mm_head.update(in_channels=cin, channels=8)
+    jax_head["channels"] = 8

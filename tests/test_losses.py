@@ -349,6 +349,68 @@ def test_boundary_needs_one_channel():
 
 
 # ------------------------------------------------------------------------------------------
+# detail (STDC)
+# ------------------------------------------------------------------------------------------
+
+def test_detail_target_and_losses_equal_mmseg_stdc_head(mm):
+  """STDC's detail head loss through segmentation_loss (its two losses, the logits upsampled
+  with corners aligned) against mmseg's STDCHead.loss_by_feat: the derived detail ground
+  truth, loss_ce (sigmoid BCE) and loss_dice, and the gradient of their sum. Odd sizes, so
+  the stride-2 and stride-4 edge maps are upsampled by non-integer factors; labels with
+  blobs, a large id (the ignore id 255) and a border."""
+  from unittest import mock
+
+  import torch
+  from mmengine.structures import PixelData
+  from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+  from mmseg.models.decode_heads.stdc_head import STDCHead
+  from mmseg.structures import SegDataSample
+  h, w = 23, 29
+  rng = np.random.RandomState(21)
+  labels = np.kron(rng.randint(0, 19, (2, 5, 6)), np.ones((1, 5, 5), int))[:, :h, :w].copy()
+  labels[0, 9:14, 4:17] = 255
+  labels[1, :, :3] = 0
+  logits = rng.randn(2, 6, 8, 2).astype(np.float32)  # the head's 1/4-ish map
+
+  head = STDCHead(in_channels=4, channels=4, num_convs=1, num_classes=2,
+                  boundary_threshold=0.1, in_index=0, concat_input=False, align_corners=True,
+                  loss_decode=[dict(type="CrossEntropyLoss", loss_name="loss_ce",
+                                    use_sigmoid=True, loss_weight=1.0),
+                               dict(type="DiceLoss", loss_name="loss_dice", loss_weight=1.0)])
+  samples = []
+  for label in labels:
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label[None]).long())
+    samples.append(sample)
+  captured = {}
+  real = BaseDecodeHead.loss_by_feat
+
+  def spy(self, seg_logits, data_samples):  # sees the detail ground truth STDCHead derived
+    captured["target"] = np.stack([s.gt_sem_seg.data.numpy()[0] for s in data_samples])
+    return real(self, seg_logits, data_samples)
+
+  x = torch.from_numpy(logits.transpose(0, 3, 1, 2).copy()).requires_grad_()
+  with mock.patch.object(BaseDecodeHead, "loss_by_feat", spy):
+    theirs = head.loss_by_feat(x, samples)
+  (theirs["loss_ce"] + theirs["loss_dice"]).backward()
+  target = captured["target"]
+  assert 0.05 < target.mean() < 0.9  # edges and plain regions both
+  np.testing.assert_array_equal(np.asarray(losses.detail_target(jnp.asarray(labels))), target)
+
+  specs = ((("detail_bce", 1.0, (("boundary_threshold", 0.1),)), ("detail_dice", 1.0, ())),)
+
+  def loss(x):
+    return losses.segmentation_loss(x, (), jnp.asarray(labels), (), specs, (True,))
+
+  (total, parts), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(logits))
+  np.testing.assert_allclose(float(parts["loss_main_detail_bce"]), theirs["loss_ce"].item(),
+                             rtol=RTOL)
+  np.testing.assert_allclose(float(parts["loss_main_detail_dice"]),
+                             theirs["loss_dice"].item(), rtol=RTOL)
+  np.testing.assert_allclose(np.asarray(grad), torch_grad_nhwc(x), rtol=1e-4, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------
 # every loss: jittable, differentiable, finite on an all-ignored batch
 # ------------------------------------------------------------------------------------------
 

@@ -73,6 +73,14 @@ ROWS = [
     Row("icnet_r18_d8_city", "icnet/icnet_r18-d8_4xb2-80k_cityscapes-832x832.py",
         ref.shrink_icnet_model),
     Row("cgnet_city", "cgnet/cgnet_fcn_4xb8-60k_cityscapes-512x1024.py", ref.shrink_cgnet_model),
+    Row("bisenetv1_r18_d32_city",
+        "bisenetv1/bisenetv1_r18-d32_4xb4-160k_cityscapes-1024x1024.py",
+        ref.shrink_bisenetv1_model),
+    Row("bisenetv2_fcn_city", "bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py",
+        ref.shrink_bisenetv2_model),
+    # STDC: the decode head's logits are upsampled with corners aligned, as mmseg's.
+    Row("stdc1_city", "stdc/stdc1_4xb12-80k_cityscapes-512x1024.py", ref.shrink_stdc_model),
+    Row("stdc2_city", "stdc/stdc2_4xb12-80k_cityscapes-512x1024.py", ref.shrink_stdc_model),
 ]
 
 
@@ -112,7 +120,8 @@ def test_logits_equal_mmseg(tmp_path, row):
 # Rows whose auxiliary heads (deep supervision, trained only) are compared too: each head's
 # logits at its own feature resolution, mmseg's `auxiliary_head(extract_feat(x))` against the
 # last len(auxiliary_head) outputs of the segjax model's aux tuple.
-AUX = ("pspnet_r50_d8_city", "fast_scnn_city", "icnet_r18_d8_city")
+AUX = ("pspnet_r50_d8_city", "fast_scnn_city", "icnet_r18_d8_city", "bisenetv1_r18_d32_city",
+       "bisenetv2_fcn_city", "stdc1_city", "stdc2_city")
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.config in AUX], ids=lambda r: r.config)

@@ -149,14 +149,17 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
   assert len(aux) == 1 and aux[0].shape == logits.shape == (1, 16, 16, 5)
 
 
-# Backbones and necks whose number of maps is not the usual four (strides 4..32): the
-# real-time models' three branches (Fast-SCNN: 1/8, 1/32, fused 1/8; ICNet: 1/8, 1/16, 1/32;
-# CGNet: 1/2, 1/4, 1/8), and ICNeck, which fuses ICNet's three.
-THREE_MAPS = {"fast_scnn", "icnet", "cgnet", "icneck"}
-
-# Backbones that end in one map rather than a 4-stage pyramid: ERFNet is a whole
-# encoder-decoder whose 1/2-resolution output its FCN head reads.
-SINGLE_MAP_BACKBONES = {"erfnet": 1}
+# Backbones that return other than four stage maps (strides 4..32): the real-time ones return
+# the maps their heads read (Fast-SCNN: 1/8, 1/32, fused 1/8; ICNet: 1/8, 1/16, 1/32; CGNet:
+# 1/2, 1/4, 1/8; BiSeNet V1: fused 1/8 + two context maps; V2: aggregated 1/8 + four stages;
+# STDCNet: stages 3-5, the input of STDC's context path; ERFNet, a whole encoder-decoder: its
+# 1/2-resolution output).
+NUM_OUTPUTS = {"fast_scnn": 3, "icnet": 3, "cgnet": 3, "bisenetv1": 3, "bisenetv2": 5,
+               "stdcnet": 3, "erfnet": 1}
+# Necks that fuse three maps (ICNeck: ICNet's three branches).
+THREE_MAP_NECKS = {"icneck"}
+# Heads whose outputs are not the classes: STDC's detail head predicts edge / no edge.
+HEAD_OUTPUTS = {"stdc_head": 2}
 
 
 def test_every_registered_part_builds(test_config):
@@ -167,7 +170,7 @@ def test_every_registered_part_builds(test_config):
     cfg = {"name": name} if name != "mit" else tiny_mit
     backbone = BACKBONES.build(cfg, "model.backbone")
     feats = jax.eval_shape(lambda b=backbone: b.init_with_output(jax.random.key(0), x)[0])
-    assert len(feats) == (3 if name in THREE_MAPS else SINGLE_MAP_BACKBONES.get(name, 4)), name
+    assert len(feats) == NUM_OUTPUTS.get(name, 4), name
   feats = [jnp.zeros((1, 64 // s, 64 // s, c)) for s, c in ((4, 8), (8, 16), (16, 24), (32, 32))]
   prev = jnp.zeros((1, 16, 16, 3))  # the logits of a cascade's earlier stage
   for name in HEADS.names():
@@ -175,10 +178,10 @@ def test_every_registered_part_builds(test_config):
     args = (feats, prev) if len(inspect.signature(head.__call__).parameters) > 2 else (feats,)
     out = jax.eval_shape(lambda h=head, a=args: h.init_with_output(jax.random.key(0), *a)[0])
     out = out[0] if isinstance(out, tuple) else out  # (logits, extra outputs)
-    assert out.shape[-1] == 3, name
+    assert out.shape[-1] == HEAD_OUTPUTS.get(name, 3), name
   for name in NECKS.names():
     neck = NECKS.build({"name": name}, "model.neck")
-    maps = feats[:3] if name in THREE_MAPS else feats
+    maps = feats[:3] if name in THREE_MAP_NECKS else feats
     out = jax.eval_shape(lambda n=neck, m=maps: n.init_with_output(jax.random.key(0), m)[0])
     assert len(out) == len(maps), name
   for name in MODELS.names():

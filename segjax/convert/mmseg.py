@@ -30,9 +30,11 @@ MMSEG_RAW = (r"backbone\.(cls_token|pos_embed)", r"decode_head\.cls_emb", r".*\.
              r"backbone\.norm_prelu_\d+\.1\.weight")
 
 # ANN's APNB shares one projection for keys and queries; PyTorch's state dict lists that module
-# under both names, segjax holds it once, as `key_project`.
+# under both names, segjax holds it once, as `key_project`. STDCHead keeps the constants of
+# its detail ground truth (the Laplacian and the fusion weights), which segjax.losses holds.
 MMSEG_DROPPED = (r".*\.num_batches_tracked",
-                 r"decode_head\.context\.stages\.\d+\.query_project\..*")
+                 r"decode_head\.context\.stages\.\d+\.query_project\..*",
+                 r"auxiliary_head\.(\d+\.)?(laplacian_kernel|fusion_kernel)")
 
 # ImageNet classification checkpoints: the backbone without its classifier.
 IMAGENET_DROPPED = (r".*\.num_batches_tracked", r"fc\.(weight|bias)", r"head\..*")

@@ -9,26 +9,53 @@ import numpy as np
 Dtype = Any
 
 
-def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def resize_bilinear(x: jax.Array, size: Sequence[int], align_corners: bool = False
+                    ) -> jax.Array:
   """Bilinear resize of NHWC `x` to `size` (h, w).
 
   Half-pixel centres without antialiasing: identical to PyTorch's
-  `F.interpolate(mode="bilinear", align_corners=False)`, which every reference decoder uses.
+  `F.interpolate(mode="bilinear", align_corners=False)`, which almost every reference decoder
+  uses; align_corners=True is `resize_align_corners` (the heads that set mmseg's
+  `align_corners=True`, e.g. STDC's, are upsampled that way).
   """
   h, w = int(size[0]), int(size[1])
   if x.shape[1:3] == (h, w):
     return x
+  if align_corners:
+    return resize_align_corners(x, (h, w))
   return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), method="bilinear",
                           antialias=False)
 
 
-def resize_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def resize_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bilinear resize of NHWC `x` with corner pixels aligned: PyTorch's
+  `F.interpolate(mode="bilinear", align_corners=True)` (mmseg's PSAHead on odd maps, the
+  official RefineNet, OCNet and HRFormer code, heads configured with `align_corners=True`)."""
+  def along(x, axis, n_out):
+    n_in = x.shape[axis]
+    if n_in == n_out:
+      return x
+    scale = np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
+    src = np.arange(n_out, dtype=np.float32) * scale
+    i0 = np.minimum(src.astype(np.int32), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0).astype(np.float32).reshape([-1 if a == axis else 1
+                                                   for a in range(x.ndim)])
+    frac = jnp.asarray(frac, x.dtype)
+    return (1 - frac) * jnp.take(x, i0, axis=axis) + frac * jnp.take(x, i1, axis=axis)
+  return along(along(x, 1, int(size[0])), 2, int(size[1]))
+
+
+def resize_linear(x: jax.Array, size: Sequence[int], align_corners: bool = False) -> jax.Array:
   """`resize_bilinear` for images (B, H, W, C), its trilinear twin for volumes (B, D, H, W, C):
   losses and evaluation resize logits of either rank with it. Half-pixel centres without
-  antialiasing, as torch's `F.interpolate(mode="trilinear", align_corners=False)`."""
+  antialiasing, as torch's `F.interpolate(mode="trilinear", align_corners=False)`;
+  align_corners=True for images only."""
   size = tuple(int(s) for s in size)
   if len(size) == 2:
-    return resize_bilinear(x, size)
+    return resize_bilinear(x, size, align_corners)
+  if align_corners:
+    raise ValueError("align_corners=True resizes images, not volumes")
   if x.shape[1:-1] == size:
     return x
   return jax.image.resize(x, (x.shape[0],) + size + (x.shape[-1],), method="linear",
@@ -238,9 +265,10 @@ class ConvBNAct(nn.Module):
   """Conv -> BatchNorm -> activation, the unit of most CNN models (mmseg's ConvModule).
 
   Submodules are named `conv` and `bn` like ConvModule's, so mmseg checkpoints convert by
-  name. `norm=False` drops the BatchNorm (the conv then has a bias); `groups` = input
-  channels = `features` gives a depthwise conv, computed by DepthwiseConv (`depthwise_impl`,
-  same parameters) when unstrided. `bn_momentum` is PyTorch's (see `batch_norm`).
+  name. `norm=False` drops the BatchNorm (the conv then has a bias, unless `use_bias=False`:
+  ConvModule's `bias`, "auto" = None); `groups` = input channels = `features` gives a
+  depthwise conv, computed by DepthwiseConv (`depthwise_impl`, same parameters) when unstrided.
+  `bn_momentum` is PyTorch's (see `batch_norm`).
   """
   features: int
   kernel_size: int = 3
@@ -251,19 +279,21 @@ class ConvBNAct(nn.Module):
   activation: Optional[Callable] = nn.relu
   depthwise_impl: str = "auto"
   bn_momentum: float = 0.1
+  use_bias: Optional[bool] = None  # None: a bias exactly when there is no BatchNorm
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     p = self.dilation * (self.kernel_size // 2)
+    use_bias = not self.norm if self.use_bias is None else self.use_bias
     depthwise = self.groups > 1 and self.groups == x.shape[-1] == self.features
     if depthwise and self.strides == 1 and self.kernel_size > 1:
       x = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dilation,
-                        use_bias=not self.norm, dtype=self.dtype, name="conv")(x)
+                        use_bias=use_bias, dtype=self.dtype, name="conv")(x)
     else:
       x = Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
                   padding=((p, p), (p, p)), kernel_dilation=self.dilation,
-                  feature_group_count=self.groups, use_bias=not self.norm, dtype=self.dtype,
+                  feature_group_count=self.groups, use_bias=use_bias, dtype=self.dtype,
                   name="conv")(x)
     if self.norm:
       x = batch_norm(train, self.dtype, "bn", momentum=self.bn_momentum)(x)
@@ -282,25 +312,31 @@ def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float =
 
 
 class SeparableConvBNAct(nn.Module):
-  """Depthwise k x k ConvBNAct (carrying the stride and dilation), then pointwise 1x1
-  ConvBNAct (mmseg's DepthwiseSeparableConvModule: names `depthwise_conv` and
-  `pointwise_conv`). `dw_activation` is the depthwise half's (mmcv's dw_act_cfg: ReLU by
-  default, None in Fast-SCNN)."""
+  """Depthwise k x k ConvBNAct, then pointwise 1x1 ConvBNAct (mmseg's
+  DepthwiseSeparableConvModule: names `depthwise_conv` and `pointwise_conv`).
+
+  The depthwise conv carries the stride; each half's activation (and the pointwise half's
+  BatchNorm) can be dropped, as mmseg's `dw_act_cfg` / `pw_norm_cfg` / `pw_act_cfg` do
+  (Fast-SCNN's depthwise halves, BiSeNet V2's linear shortcuts and guided aggregation)."""
   features: int
   kernel_size: int = 3
   dilation: int = 1
   strides: int = 1
-  dw_activation: Optional[Callable] = nn.relu
+  depthwise_activation: Optional[Callable] = nn.relu
+  pointwise_norm: bool = True
+  pointwise_activation: Optional[Callable] = nn.relu
   bn_momentum: float = 0.1
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = ConvBNAct(x.shape[-1], self.kernel_size, self.strides, dilation=self.dilation,
-                  groups=x.shape[-1], activation=self.dw_activation,
+                  groups=x.shape[-1], activation=self.depthwise_activation,
                   bn_momentum=self.bn_momentum, dtype=self.dtype,
                   name="depthwise_conv")(x, train)
-    return ConvBNAct(self.features, 1, bn_momentum=self.bn_momentum, dtype=self.dtype,
+    return ConvBNAct(self.features, 1, norm=self.pointwise_norm,
+                     activation=self.pointwise_activation, bn_momentum=self.bn_momentum,
+                     dtype=self.dtype,
                      name="pointwise_conv")(x, train)
 
 

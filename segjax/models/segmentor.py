@@ -10,6 +10,11 @@ Each head config may carry `loss`, a sequence of `{"name", "weight", **options}`
 `loss_decode`; segjax.losses.LOSSES names them; absent = cross-entropy, weight 1). The model
 carries them as `output_losses`, one tuple per output in the order of (logits, *aux_logits).
 
+A head config may also carry `align_corners` (mmseg's key, default False): True upsamples that
+head's logits to the labels (losses) and to the image (evaluation) with corners aligned, as
+mmseg does for STDC's decode and detail heads. The model carries them as `align_corners`, one
+bool per output in the same order.
+
 Submodule names follow mmseg's (`decode_head`, `decode_head_0`, `auxiliary_head_0`), so an
 mmseg checkpoint converts by renaming.
 """
@@ -36,6 +41,9 @@ class EncoderDecoder(nn.Module):
   # The losses of each output (main logits, then the auxiliary ones in the order above): a
   # tuple of segjax.losses.LossSpec per output. () = cross-entropy on every output.
   output_losses: Tuple[Tuple[Tuple[str, float, Tuple], ...], ...] = ()
+  # Per output, in the same order: upsampled with corners aligned (mmseg's head
+  # `align_corners=True`). () = none is.
+  align_corners: Tuple[bool, ...] = ()
 
   def __call__(self, images: jnp.ndarray, train: bool = False
                ) -> Tuple[jnp.ndarray, Tuple[jnp.ndarray, ...]]:
@@ -71,15 +79,19 @@ def _head_losses(cfg, where: str, num_classes: int) -> Tuple[Tuple[str, float, T
 
 
 def _build_head(cfg, where: str, num_classes: int, dtype: Any):
-  """(head, its loss weight, its losses, the loss weights of its extra outputs).
+  """(head, its loss weight, its losses, the loss weights of its extra outputs, its
+  align_corners).
 
   The extra outputs (DANet's pam and cam) use the head's own losses, as mmseg's do."""
   cfg = dict(cfg)
   weight = float(cfg.pop("loss_weight", 1.0))
   head_losses = _head_losses(cfg.pop("loss", None), where, num_classes)
+  align_corners = cfg.pop("align_corners", False)
+  if not isinstance(align_corners, bool):
+    raise ConfigError(f"{where}.align_corners must be True or False, got {align_corners!r}")
   head = HEADS.build(cfg, where, num_classes=num_classes, dtype=dtype)
   return (head, weight, head_losses,
-          tuple(float(w) for w in getattr(head, "extra_loss_weights", ())))
+          tuple(float(w) for w in getattr(head, "extra_loss_weights", ())), align_corners)
 
 
 def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
@@ -90,46 +102,50 @@ def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
   carries its `loss_weight`); every `auxiliary_head` entry carries its `loss_weight`. Any head
   may carry `loss` (see the module docstring).
   """
-  weights, output_losses = [], []  # of the auxiliary outputs, in order
+  weights, output_losses, corners = [], [], []  # of the auxiliary outputs, in order
   if isinstance(decode_head, (list, tuple)):
     heads = []
     for i, cfg in enumerate(decode_head):
-      head, weight, head_losses, extra = _build_head(cfg, f"model.decode_head[{i}]",
-                                                     num_classes, dtype)
+      head, weight, head_losses, extra, aligned = _build_head(cfg, f"model.decode_head[{i}]",
+                                                              num_classes, dtype)
       if i < len(decode_head) - 1:
         if extra:
           raise ConfigError(f"model.decode_head[{i}]: {cfg['name']} has several outputs; only "
                             "the last stage of a cascade may")
         weights.append(weight)
         output_losses.append(head_losses)
+        corners.append(aligned)
       elif weight != 1.0:
         raise ConfigError(f"model.decode_head[{i}].loss_weight: the last stage's loss is the "
                           f"main loss (weight 1), got {weight}")
       heads.append(head)
-    decode, main_losses, extra_weights = tuple(heads), head_losses, extra
+    decode, main_losses, extra_weights, main_aligned = tuple(heads), head_losses, extra, aligned
   else:
-    decode, _, main_losses, extra_weights = _build_head(decode_head, "model.decode_head",
-                                                        num_classes, dtype)
+    decode, _, main_losses, extra_weights, main_aligned = _build_head(
+        decode_head, "model.decode_head", num_classes, dtype)
   weights.extend(extra_weights)
   output_losses.extend([main_losses] * len(extra_weights))
+  corners.extend([main_aligned] * len(extra_weights))
   aux = []
   for i, cfg in enumerate(auxiliary_head):
     if "loss_weight" not in cfg:
       raise ConfigError(f"model.auxiliary_head[{i}].loss_weight is missing (mmseg uses 0.4)")
-    head, weight, head_losses, extra = _build_head(cfg, f"model.auxiliary_head[{i}]",
-                                                   num_classes, dtype)
+    head, weight, head_losses, extra, aligned = _build_head(cfg, f"model.auxiliary_head[{i}]",
+                                                            num_classes, dtype)
     if extra:
       raise ConfigError(f"model.auxiliary_head[{i}]: {cfg['name']} has several outputs; use "
                         "it as the decode head")
     aux.append(head)
     weights.append(weight)
     output_losses.append(head_losses)
+    corners.append(aligned)
   return EncoderDecoder(
       backbone=BACKBONES.build(backbone, "model.backbone", dtype=dtype),
       decode_head=decode,
       neck=NECKS.build(neck, "model.neck", dtype=dtype) if neck else None,
       auxiliary_head=tuple(aux), aux_loss_weights=tuple(weights),
-      output_losses=(main_losses, *output_losses))
+      output_losses=(main_losses, *output_losses),
+      align_corners=(main_aligned, *corners) if main_aligned or any(corners) else ())
 
 
 MODELS.register("encoder_decoder", build_encoder_decoder)

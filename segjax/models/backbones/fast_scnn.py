@@ -43,7 +43,7 @@ class LearningToDownsample(nn.Module):
   def __call__(self, x, train: bool):
     x = layers.ConvBNAct(self.dw_channels[0], 3, 2, bn_momentum=self.bn_momentum,
                          dtype=self.dtype, name="conv")(x, train)
-    sep = functools.partial(layers.SeparableConvBNAct, strides=2, dw_activation=None,
+    sep = functools.partial(layers.SeparableConvBNAct, strides=2, depthwise_activation=None,
                             bn_momentum=self.bn_momentum, dtype=self.dtype)
     x = sep(self.dw_channels[1], name="dsconv1")(x, train)
     return sep(self.out_channels, name="dsconv2")(x, train)

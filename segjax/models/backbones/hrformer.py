@@ -38,7 +38,7 @@ from segjax.errors import ConfigError
 from segjax.models import layers
 from segjax.models.backbones.hrnet import _conv_bn, transition
 from segjax.models.backbones.resnet import EXPANSION, Block
-from segjax.models.heads.psa_head import resize_align_corners
+from segjax.models.layers import resize_align_corners
 from segjax.models.registry import BACKBONES
 
 Dtype = Any

@@ -37,7 +37,11 @@ class FCNHead(nn.Module):
         x = self.context(x, train)
     if self.concat_input:
       x = self.conv("conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
-    return base.classify(x, self.num_classes, self.dropout, train, self.dtype)
+    return base.classify(x, self.outputs(), self.dropout, train, self.dtype)
+
+  def outputs(self) -> int:
+    """Channels of the classifier: the classes. STDC's detail head predicts edge / no edge."""
+    return self.num_classes
 
   def conv(self, name: str, dilation: int = 1) -> nn.Module:
     """The head's conv unit: a k x k ConvBNAct here, a separable one in

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from segjax.errors import ConfigError
 from segjax.models import layers, segmentor
 from segjax.models.heads import base
-from segjax.models.heads.psa_head import resize_align_corners
+from segjax.models.layers import resize_align_corners
 from segjax.models.registry import HEADS, MODELS
 
 OC_TYPES = ("base", "pyramid", "asp")

@@ -21,7 +21,6 @@ from typing import Any, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from segjax.errors import ConfigError
 from segjax.models import layers
@@ -72,25 +71,6 @@ def psa_mask(y: jnp.ndarray, mask_size: Sequence[int], psa_type: str) -> jnp.nda
   return out.reshape(n, h, w, h * w)
 
 
-def resize_align_corners(x: jnp.ndarray, size: Sequence[int]) -> jnp.ndarray:
-  """Bilinear resize of NHWC `x` with corner pixels aligned: PyTorch's
-  `F.interpolate(mode="bilinear", align_corners=True)`, which mmseg's PSAHead switches to
-  when both sides of the map are odd."""
-  def along(x, axis, n_out):
-    n_in = x.shape[axis]
-    if n_in == n_out:
-      return x
-    scale = np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
-    src = np.arange(n_out, dtype=np.float32) * scale
-    i0 = np.minimum(src.astype(np.int32), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    frac = (src - i0).astype(np.float32).reshape([-1 if a == axis else 1
-                                                   for a in range(x.ndim)])
-    frac = jnp.asarray(frac, x.dtype)
-    return (1 - frac) * jnp.take(x, i0, axis=axis) + frac * jnp.take(x, i1, axis=axis)
-  return along(along(x, 1, int(size[0])), 2, int(size[1]))
-
-
 class PSAHead(nn.Module):
   num_classes: int
   in_index: base.Index = -1
@@ -129,7 +109,7 @@ class PSAHead(nn.Module):
         size, align_corners = ((h - 1) // f + 1, (w - 1) // f + 1), True
       else:
         size = (h // f, w // f)
-    resize = resize_align_corners if align_corners else layers.resize_bilinear
+    resize = layers.resize_align_corners if align_corners else layers.resize_bilinear
 
     def branch(suffix, kind):
       """reduce -> shrink -> per-position masks -> attention matrix -> aggregate."""

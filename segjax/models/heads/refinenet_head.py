@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.models import layers, segmentor
-from segjax.models.heads.psa_head import resize_align_corners
+from segjax.models.layers import resize_align_corners
 from segjax.models.registry import HEADS, MODELS
 
 

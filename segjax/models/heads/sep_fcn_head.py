@@ -23,7 +23,7 @@ class DepthwiseSeparableFCNHead(fcn_head.FCNHead):
   def conv(self, name: str, dilation: int = 1) -> nn.Module:
     del dilation  # mmseg's separable convs are undilated
     return layers.SeparableConvBNAct(self.channels, self.kernel_size,
-                                     dw_activation=self.dw_activation,
+                                     depthwise_activation=self.dw_activation,
                                      bn_momentum=self.bn_momentum, dtype=self.dtype, name=name)
 
 
