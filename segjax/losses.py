@@ -150,17 +150,18 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array,
   return total / (labels.size * num_classes)
 
 
-def _ohem_kept(logits, labels, valid, pixel_losses, thresh: Optional[float], min_kept: int):
-  """mmseg's OHEMPixelSampler.sample: 1.0 for the pixels that keep their loss.
+def _ohem_kept(logits, labels, valid, pixel_losses, thresh: Optional[float], batch_kept: int):
+  """1.0 for the pixels that keep their loss under online hard example mining (mmseg's
+  OHEMPixelSampler.sample with batch_kept = min_kept * B; its OhemCrossEntropy class with
+  batch_kept = min_kept).
 
   With `thresh`: the non-ignored pixels whose softmax probability of their label is below
-  max(thresh, the (min_kept * B)-th smallest such probability, or the largest when there are
-  fewer pixels), so at least about min_kept * B pixels are kept and more when many are hard.
-  Without: the min_kept * B non-ignored pixels of largest loss. Ranked over the global batch.
+  max(thresh, the batch_kept-th smallest such probability (0-based), or the largest when there
+  are fewer pixels), so about batch_kept pixels are kept, more when many are hard.
+  Without: the batch_kept non-ignored pixels of largest loss. Ranked over the global batch.
   """
   flat_valid = valid.reshape(-1)
   n = flat_valid.size
-  batch_kept = min_kept * labels.shape[0]
   if thresh is None:
     score = jnp.where(flat_valid, pixel_losses.reshape(-1), -jnp.inf)
     order = jnp.argsort(-score)  # descending loss; ignored pixels last
@@ -190,7 +191,8 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: Optional[fl
   summed and divided by the same avg_factor as `cross_entropy` (all or non-ignored pixels, or
   their class weights), so the loss shrinks as fewer pixels are hard. thresh=None ranks by loss
   instead of probability (mmseg's `thresh=None`). The selection receives no gradient. This is
-  not mmseg's PIDNet `OhemCrossEntropy` class (min_kept per batch, mean over kept pixels).
+  not mmseg's `OhemCrossEntropy` class (min_kept per batch, mean over kept pixels): that is
+  `ohem_mean_cross_entropy`.
   """
   if min_kept <= 1:
     raise ValueError(f"min_kept must be > 1 (mmseg's OHEMPixelSampler asserts it), got {min_kept}")
@@ -198,8 +200,46 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: Optional[fl
   weight = _class_weight(class_weight, logits.shape[-1])
   pixel = _pixel_cross_entropy(logits, labels, valid, weight, label_smoothing)
   kept = jax.lax.stop_gradient(_ohem_kept(jax.lax.stop_gradient(logits), labels, valid,
-                                          jax.lax.stop_gradient(pixel), thresh, min_kept))
+                                          jax.lax.stop_gradient(pixel), thresh,
+                                          min_kept * labels.shape[0]))
   return _cross_entropy_mean(pixel * kept, labels, valid, weight, avg_non_ignore)
+
+
+def _ohem_mean(logits, labels, valid, thresh: float, min_kept: int, class_weight):
+  """`ohem_mean_cross_entropy` on logits already at the labels' size."""
+  if thresh is None:
+    raise ValueError("thresh must be a probability (mmseg's OhemCrossEntropy compares "
+                     "max(min_value, thresh)), got None")
+  weight = _class_weight(class_weight, logits.shape[-1])
+  pixel = _pixel_cross_entropy(logits, labels, valid, weight, 0.0)
+  kept = jax.lax.stop_gradient(_ohem_kept(jax.lax.stop_gradient(logits), labels, valid, None,
+                                          thresh, max(1, int(min_kept))))
+  return jnp.sum(pixel * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+
+
+@_register("ohem_mean_cross_entropy")
+def ohem_mean_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: float = 0.7,
+                            min_kept: int = 100000, class_weight=None) -> jax.Array:
+  """Cross-entropy averaged over the hard pixels only: mmseg's `OhemCrossEntropy` loss class
+  (from PIDNet's criterion, github.com/XuJiacong/PIDNet utils/criterion.py), which mmseg's
+  DDRNet and PIDNet configs train with.
+
+  Kept: the labelled pixels whose softmax probability of their label is below max(thresh,
+  the min_kept-th smallest such probability over the whole batch, 0-based, or the largest
+  when there are fewer pixels). The loss is the plain mean over the kept pixels of
+  w[y] * CE: class weights scale each pixel's term but, unlike `cross_entropy`'s weighted
+  mean, do not enter the divisor. It differs from `ohem_cross_entropy` (mmseg's
+  OHEMPixelSampler) in all three places: min_kept counts over the batch, not per image; the
+  mean is over the kept pixels, not all (or all labelled) ones; thresh cannot be None. The
+  selection gets no gradient. Where no pixel is kept mmseg returns NaN (a mean of nothing),
+  segjax 0. mmseg's 2-GPU runs rank and average each GPU's 6 crops and average the two
+  GPUs' gradients; segjax ranks and averages the global batch. With min_kept 131072 against
+  6.3M pixels per GPU the probability threshold decides while more than about 2% of the
+  pixels are below it, and then the kept pixels are the same; the mean weighs each kept pixel
+  equally instead of each GPU's half.
+  """
+  logits, labels, valid = _prepare(logits, labels)
+  return _ohem_mean(logits, labels, valid, thresh, min_kept, class_weight)
 
 
 # ------------------------------------------------------------------------------------------

@@ -299,3 +299,12 @@ def shrink_cgnet_model(mm_model: Dict, jax_model: Dict) -> None:
     model["backbone"].update(num_channels=(16, 32, 64), num_blocks=(2, 3))
   mm_model["decode_head"].update(in_channels=128, channels=128)
   jax_model["decode_head"]["channels"] = 128
+
+
+def shrink_ddrnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """DDRNet at a quarter of the slim width: c = 8 (branches 16/32/64/128, the 1/8 output 32
+  channels), DAPPM 16, DDRHead 16 (its input width 4c following the backbone)."""
+  for model in (mm_model, jax_model):
+    model["backbone"].update(channels=8, ppm_channels=16)
+    model["decode_head"].update(channels=16)
+  mm_model["decode_head"]["in_channels"] = 32

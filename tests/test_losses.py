@@ -57,6 +57,9 @@ def torch_grad_nhwc(x):
   return x.grad.numpy().transpose(0, 2, 3, 1)
 
 
+CITY5 = losses.CITYSCAPES_CLASS_WEIGHT[:C]  # class weights for the C test classes
+
+
 # ------------------------------------------------------------------------------------------
 # cross_entropy
 # ------------------------------------------------------------------------------------------
@@ -222,6 +225,48 @@ def test_ohem_equals_mmseg_sampler_and_cross_entropy(mm, thresh, min_kept, avg_n
   # The selection gets no gradient: torch's sampler runs under no_grad.
   np.testing.assert_allclose(ours_grad("ohem_cross_entropy", logits, labels, **options),
                              torch_grad_nhwc(x), rtol=RTOL, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------
+# ohem_mean_cross_entropy (DDRNet's and PIDNet's)
+# ------------------------------------------------------------------------------------------
+
+OHEM_MEAN_CASES = [
+    (0.7, 100000, None),  # the configs' min_kept is more than the batch: max(largest, 0.7)
+    (0.7, 30, CITY5),     # many pixels below 0.7: the threshold decides
+    (0.05, 40, None),     # few below 0.05: the 40th-smallest probability (0-based) decides
+    (0.9, 1, CITY5),      # min_kept 1: the second-smallest probability, then 0.9
+]
+
+
+@pytest.mark.parametrize("thresh,min_kept,class_weight", OHEM_MEAN_CASES)
+def test_ohem_mean_equals_mmseg_ohem_cross_entropy(mm, thresh, min_kept, class_weight):
+  """mmseg's OhemCrossEntropy class (DDRNet's and PIDNet's configs): values and gradients,
+  class weights scaling each pixel without entering the mean."""
+  from mmseg.models.losses import OhemCrossEntropy
+  logits, labels = batch(21)
+  x, y = torch_pair(logits, labels, grad=True)
+  theirs = OhemCrossEntropy(thres=thresh, min_kept=min_kept,
+                            class_weight=None if class_weight is None else list(class_weight))
+  value = theirs(x, y)
+  value.backward()
+  kept = int(np.sum(np.asarray(torch_grad_nhwc(x)).any(-1)))
+  assert 0 < kept < int((labels != 255).sum())  # the selection really selects
+  options = dict(thresh=thresh, min_kept=min_kept, class_weight=class_weight)
+  np.testing.assert_allclose(ours("ohem_mean_cross_entropy", logits, labels, **options),
+                             float(value), rtol=RTOL)
+  np.testing.assert_allclose(ours_grad("ohem_mean_cross_entropy", logits, labels, **options),
+                             torch_grad_nhwc(x), rtol=RTOL, atol=1e-8)
+
+
+def test_ohem_means_are_zero_where_nothing_is_kept():
+  """mmseg: 0 without labelled pixels, NaN (a mean of nothing) when every labelled pixel is at
+  or above the threshold; segjax: 0 in both cases."""
+  logits = np.zeros((1, 4, 4, 3), np.float32)
+  logits[..., 0] = 30.0  # probability 1 for class 0 everywhere
+  labels = np.zeros((1, 4, 4), np.int64)
+  assert ours("ohem_mean_cross_entropy", logits, labels, thresh=0.5, min_kept=2) == 0.0
+  assert ours("ohem_mean_cross_entropy", logits, np.full_like(labels, 255)) == 0.0
 
 
 # ------------------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ ROWS = [
     Row("icnet_r18_d8_city", "icnet/icnet_r18-d8_4xb2-80k_cityscapes-832x832.py",
         ref.shrink_icnet_model),
     Row("cgnet_city", "cgnet/cgnet_fcn_4xb8-60k_cityscapes-512x1024.py", ref.shrink_cgnet_model),
+    # DDRNet runs in mmseg only on sides divisible by 8 (its fusions add maps of H/8 to maps
+    # resized to H // 8): 104x136 gives odd sides at 1/8 (13x17) and after (7x9, 4x5, 2x3).
+    Row("ddrnet_23_slim_city",
+        "ddrnet/ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py",
+        ref.shrink_ddrnet_model, (104, 136)),
 ]
 
 
@@ -141,10 +146,12 @@ COUNTED.update({f"segmenter_vit{v}_mask_ade": f"segmenter/segmenter_vit-{v}_mask
 COUNTED["segmenter_vitl_mask_ade"] = "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py"
 COUNTED.update({f"icnet_r{d}_d8_city": f"icnet/icnet_r{d}-d8_4xb2-80k_cityscapes-832x832.py"
                 for d in (50, 101)})
+COUNTED["ddrnet_23_city"] = "ddrnet/ddrnet_23_in1k-pre_2xb6-120k_cityscapes-1024x1024.py"
 KNOWN = {"pspnet_r50_d8_city": 48_975_494, "deeplabv3plus_r50_d8_city": 43_589_878,
          "upernet_r50_city": 66_415_238, "fast_scnn_city": 1_456_617,
          "icnet_r18_d8_city": 25_174_393, "icnet_r50_d8_city": 47_827_833,
-         "icnet_r101_d8_city": 66_819_961, "cgnet_city": 496_325}
+         "icnet_r101_d8_city": 66_819_961, "cgnet_city": 496_325,
+         "ddrnet_23_slim_city": 5_734_278, "ddrnet_23_city": 20_299_238}
 
 
 @pytest.mark.parametrize("config", sorted(COUNTED))

@@ -151,8 +151,10 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
 
 # Backbones and necks whose number of maps is not the usual four (strides 4..32): the
 # real-time models' three branches (Fast-SCNN: 1/8, 1/32, fused 1/8; ICNet: 1/8, 1/16, 1/32;
-# CGNet: 1/2, 1/4, 1/8), and ICNeck, which fuses ICNet's three.
+# CGNet: 1/2, 1/4, 1/8), and ICNeck, which fuses ICNet's three; DDRNet's two 1/8 maps (the
+# stage-3 spatial branch, the output).
 THREE_MAPS = {"fast_scnn", "icnet", "cgnet", "icneck"}
+TWO_MAPS = {"ddrnet"}
 
 
 def test_every_registered_part_builds(test_config):
@@ -163,7 +165,7 @@ def test_every_registered_part_builds(test_config):
     cfg = {"name": name} if name != "mit" else tiny_mit
     backbone = BACKBONES.build(cfg, "model.backbone")
     feats = jax.eval_shape(lambda b=backbone: b.init_with_output(jax.random.key(0), x)[0])
-    assert len(feats) == (3 if name in THREE_MAPS else 4), name
+    assert len(feats) == (2 if name in TWO_MAPS else 3 if name in THREE_MAPS else 4), name
   feats = [jnp.zeros((1, 64 // s, 64 // s, c)) for s, c in ((4, 8), (8, 16), (16, 24), (32, 32))]
   prev = jnp.zeros((1, 16, 16, 3))  # the logits of a cascade's earlier stage
   for name in HEADS.names():

@@ -1,8 +1,9 @@
-"""The real-time models (Fast-SCNN, ICNet, CGNet) beyond their mmseg parity rows
+"""The real-time models (Fast-SCNN, ICNet, CGNet, DDRNet) beyond their mmseg parity rows
 (tests/test_mmseg_parity.py): the PyTorch behaviours they depend on that an inference check
 cannot see (BatchNorm momentum in training) or sees only at one size (ceil-mode pooling,
-scale-factor resizes, the ResNet run in two parts), and each recipe training one step from its
-own config file at test widths.
+scale-factor resizes, the ResNet run in two parts), the outputs and losses mmseg computes only
+in training (DDRNet's auxiliary classifier), and each recipe training one step from its own
+config file at test widths.
 """
 import json
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, models, parallel, train
+from segjax import evaluate, losses, models, parallel, train
 from segjax.models import layers
 from segjax.models.backbones import icnet, resnet
 from tests.conftest import load_config
@@ -80,8 +81,8 @@ def test_resnet_in_two_parts_equals_one_call():
 
 
 # Test widths per model (the parity rows' shrink, on the segjax side only); the recipe's
-# optimizer, losses (Fast-SCNN's sigmoid cross-entropy, CGNet's class weights, cut to the
-# test data's 5 classes), auxiliary heads and BatchNorm settings stay.
+# optimizer, losses (Fast-SCNN's sigmoid cross-entropy, CGNet's and DDRNet's class weights,
+# cut to the test data's 5 classes), auxiliary heads and BatchNorm settings stay.
 TINY = {
     "fast_scnn_city": {
         "backbone": {"downsample_dw_channels": (8, 8), "global_in_channels": 8,
@@ -98,7 +99,19 @@ TINY = {
     "cgnet_city": {
         "backbone": {"num_channels": (8, 16, 32), "num_blocks": (1, 2)},
         "decode_head": {"channels": 64}},
+    "ddrnet_23_slim_city": {
+        "backbone": {"channels": 4, "ppm_channels": 8}, "decode_head": {"channels": 8}},
 }
+
+
+def _cut_class_weights(specs, num_classes: int):
+  """A loss list with its class weights (tuples or a name such as "cityscapes") cut to the
+  first `num_classes` classes."""
+  def cut(spec):
+    weight = spec["class_weight"]
+    weight = losses.NAMED_CLASS_WEIGHTS.get(weight, weight) if isinstance(weight, str) else weight
+    return {**spec, "class_weight": tuple(weight)[:num_classes]}
+  return [cut(spec) if spec.get("class_weight") is not None else spec for spec in specs]
 
 
 def tiny_run_config(name: str):
@@ -113,8 +126,10 @@ def tiny_run_config(name: str):
         target[key] = {**target[key], **value} if isinstance(value, dict) else value
   for head in [model["decode_head"], *model.get("auxiliary_head", ())]:
     if "loss" in head:
-      head["loss"] = [{**spec, "class_weight": spec["class_weight"][:test.data.num_classes]}
-                      if "class_weight" in spec else spec for spec in head["loss"]]
+      head["loss"] = _cut_class_weights(head["loss"], test.data.num_classes)
+    if "extra_losses" in head:
+      head["extra_losses"] = [_cut_class_weights(specs, test.data.num_classes)
+                              for specs in head["extra_losses"]]
   config.model = model
   mean, std = config.data.mean, config.data.std
   config.data = test.data
@@ -139,3 +154,99 @@ def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
   step, variables = ckpt_lib.Checkpointer(str(tmp_path)).restore_model("latest", abstract)
   assert step == 1
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+
+
+# ------------------------------------------------------------------------------------------
+# Training-time outputs and losses against mmseg's
+# ------------------------------------------------------------------------------------------
+
+def blob_labels(shape, num_classes, seed):
+  """Piecewise-constant labels of 8x8 cells (real boundaries) with an ignored band."""
+  rng = np.random.RandomState(seed)
+  b, h, w = shape
+  cells = rng.randint(0, num_classes, (b, -(-h // 8), -(-w // 8)))
+  labels = np.kron(cells, np.ones((1, 8, 8), np.int64))[:, :h, :w].copy()
+  labels[:, 20:26] = 255
+  return labels
+
+
+def train_mode_pair(tmp_path, row, batch: int = 2):
+  """(mmseg model in training mode but with BatchNorm on its running statistics and dropout
+  off, so the two sides are deterministic and comparable; the converted Segmenter;
+  normalised NHWC images of the row's size)."""
+  import torch
+  from tests.test_mmseg_parity import _converted_pair
+  model, seg, _, _, _ = _converted_pair(tmp_path, row)
+  model.train()
+  for module in model.modules():
+    if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout,
+                           torch.nn.Dropout2d)):
+      module.eval()
+  images = np.random.RandomState(1).randn(batch, *row.hw, 3).astype(np.float32)
+  return model, seg, images
+
+
+def mmseg_train_outputs(model, images):
+  """mmseg's decode head in training mode: its outputs (NCHW tensors) for NHWC images."""
+  import torch
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  with torch.no_grad():
+    return model.decode_head.forward(model.extract_feat(x))
+
+
+def data_samples(labels, edges=None):
+  """mmseg SegDataSamples holding (B, H, W) labels (and PIDNet's edge maps)."""
+  import torch
+  from mmengine.structures import PixelData
+  from mmseg.structures import SegDataSample
+  samples = []
+  for i, label in enumerate(labels):
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label[None]).long())
+    if edges is not None:
+      sample.gt_edge_map = PixelData(data=torch.from_numpy(edges[i][None]).long())
+    samples.append(sample)
+  return samples
+
+
+def nhwc(t) -> np.ndarray:
+  return t.numpy().transpose(0, 2, 3, 1)
+
+
+def assert_close(ours, expected, rtol=1e-4):
+  ours, expected = np.asarray(ours, np.float32), np.asarray(expected, np.float32)
+  assert ours.shape == expected.shape, (ours.shape, expected.shape)
+  scale = np.max(np.abs(expected))
+  assert scale > 0.1
+  assert np.max(np.abs(ours - expected)) <= rtol * scale
+
+
+def test_ddrnet_auxiliary_output_and_losses_equal_mmseg(tmp_path):
+  """DDRHead in training mode: the context (main) and spatial (auxiliary) logits, and the
+  loss dict of its loss_by_feat (OhemCrossEntropy, Cityscapes class weights, the second at
+  0.4) against segjax's training loss of the same outputs: loss_main and 0.4 * loss_aux0."""
+  import torch
+  from tests.test_mmseg_parity import ROWS
+  row = next(r for r in ROWS if r.config == "ddrnet_23_slim_city")
+  model, seg, images = train_mode_pair(tmp_path, row)
+  context, spatial = mmseg_train_outputs(model, images)
+  logits, aux = seg.model.apply(seg.variables, jnp.asarray(images), train=False)
+  assert len(aux) == 1 and seg.model.aux_loss_weights == (0.4,)
+  assert_close(logits, nhwc(context))
+  assert_close(aux[0], nhwc(spatial))
+
+  # The losses of the outputs scaled down to a few units: random weights give main logits
+  # up to 80, whose softmax rounds many probabilities to exactly 1, and which of them stay
+  # below OHEM's threshold (the largest probability, with this min_kept) then depends on
+  # the last bit of torch's and XLA's exp.
+  context, spatial = context / 40, spatial / 40
+  labels = blob_labels((2, *row.hw), 19, seed=2)
+  with torch.no_grad():
+    theirs = model.decode_head.loss_by_feat((context, spatial), data_samples(labels))
+  _, parts = losses.segmentation_loss(
+      jnp.asarray(nhwc(context)), (jnp.asarray(nhwc(spatial)),), jnp.asarray(labels),
+      seg.model.aux_loss_weights, seg.model.output_losses)
+  np.testing.assert_allclose(float(parts["loss_main"]), float(theirs["loss_context"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(0.4 * float(parts["loss_aux0"]), float(theirs["loss_spatial"]),
+                             rtol=1e-5)
