@@ -242,6 +242,28 @@ def ohem_mean_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: float 
   return _ohem_mean(logits, labels, valid, thresh, min_kept, class_weight)
 
 
+@_register("boundary_ohem_cross_entropy")
+def boundary_ohem_cross_entropy(logits: jax.Array, labels: jax.Array,
+                                boundary_threshold: float = 0.8, thresh: float = 0.7,
+                                min_kept: int = 100000, class_weight=None) -> jax.Array:
+  """PIDNet's boundary-awareness term (Xu et al. 2023, eq. 5; mmseg's PIDHead `loss_sem_bd`):
+  `ohem_mean_cross_entropy` on the pixels its boundary branch marks as edges,
+  sigmoid(boundary logit) > boundary_threshold, every other pixel ignored.
+
+  logits: the class logits with the boundary logit appended as the last channel (C + 1
+  channels: PIDHead's third extra output), resized to the labels together (bilinear is
+  per channel, so the boundary logit is resized as mmseg resizes it). The boundary logit
+  only selects pixels and gets no gradient, as mmseg's torch.where on the labels.
+  """
+  if logits.shape[-1] < 2:
+    raise ValueError(f"boundary_ohem_cross_entropy takes the class logits plus one boundary "
+                     f"logit (C + 1 channels); this output has {logits.shape[-1]}")
+  logits, labels, valid = _prepare(logits, labels)
+  edge = jax.lax.stop_gradient(jax.nn.sigmoid(logits[..., -1])) > boundary_threshold
+  labels = jnp.where(edge, labels, IGNORE_INDEX)
+  return _ohem_mean(logits[..., :-1], labels, valid & edge, thresh, min_kept, class_weight)
+
+
 # ------------------------------------------------------------------------------------------
 # Region losses: focal, dice, Tversky, Lovasz
 # ------------------------------------------------------------------------------------------
@@ -488,13 +510,15 @@ def _hashable(value):
   return value
 
 
-def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int) -> LossSpec:
+def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int,
+              channels: Optional[int] = None) -> LossSpec:
   """Validates one entry of a head's `loss` list and returns it as a LossSpec.
 
   Called when the model is built, so a bad entry stops the run before anything is written:
   an unknown name, an unknown option (Registry.build's signature binding) and a bad option
   value are ConfigErrors naming `where` (e.g. "model.auxiliary_head[0].loss[1]"). Values are
-  checked by tracing the loss once on an abstract (1, 8, 8, num_classes) batch
+  checked by tracing the loss once on an abstract (1, 8, 8, channels) batch, `channels` the
+  output's (default num_classes; PIDNet's boundary output has 1, its boundary-aware one C + 1)
   (jax.eval_shape: nothing is computed), so each check lives once, in the loss itself.
   """
   if not hasattr(cfg, "keys"):
@@ -511,7 +535,7 @@ def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int) -> LossSpec:
   if isinstance(weight, bool) or not isinstance(weight, (int, float)):
     raise ConfigError(f"{where}.weight must be a number, got {weight!r}")
   options = {k: _hashable(v) for k, v in cfg.items() if k != "name"}
-  logits = jax.ShapeDtypeStruct((1, 8, 8, num_classes), jnp.float32)
+  logits = jax.ShapeDtypeStruct((1, 8, 8, channels or num_classes), jnp.float32)
   labels = jax.ShapeDtypeStruct((1, 8, 8), jnp.int32)
   try:
     jax.eval_shape(lambda x, y: LOSSES.build(cfg, where, logits=x, labels=y), logits, labels)

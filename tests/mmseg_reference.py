@@ -308,3 +308,12 @@ def shrink_ddrnet_model(mm_model: Dict, jax_model: Dict) -> None:
     model["backbone"].update(channels=8, ppm_channels=16)
     model["decode_head"].update(channels=16)
   mm_model["decode_head"]["in_channels"] = 32
+
+
+def shrink_pidnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """PIDNet-S at a quarter width: c = 8 (P 16, I 32/64/128, D 8/16/32 channels), PAPPM 12
+  (its grouped conv 4 x 12), PIDHead 16 (its input 4c = 32, the D head 8)."""
+  for model in (mm_model, jax_model):
+    model["backbone"].update(channels=8, ppm_channels=12)
+    model["decode_head"].update(channels=16)
+  mm_model["decode_head"]["in_channels"] = 32

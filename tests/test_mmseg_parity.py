@@ -75,6 +75,10 @@ ROWS = [
     Row("ddrnet_23_slim_city",
         "ddrnet/ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py",
         ref.shrink_ddrnet_model, (104, 136)),
+    # PIDNet: the same sizes as DDRNet; its logits come from the head upsampled with corners
+    # aligned (mmseg's align_corners=True), so 104x136 compares them at full resolution.
+    Row("pidnet_s_city", "pidnet/pidnet-s_2xb6-120k_1024x1024-cityscapes.py",
+        ref.shrink_pidnet_model, (104, 136)),
 ]
 
 
@@ -151,7 +155,8 @@ KNOWN = {"pspnet_r50_d8_city": 48_975_494, "deeplabv3plus_r50_d8_city": 43_589_8
          "upernet_r50_city": 66_415_238, "fast_scnn_city": 1_456_617,
          "icnet_r18_d8_city": 25_174_393, "icnet_r50_d8_city": 47_827_833,
          "icnet_r101_d8_city": 66_819_961, "cgnet_city": 496_325,
-         "ddrnet_23_slim_city": 5_734_278, "ddrnet_23_city": 20_299_238}
+         "ddrnet_23_slim_city": 5_734_278, "ddrnet_23_city": 20_299_238,
+         "pidnet_s_city": 7_720_871}
 
 
 @pytest.mark.parametrize("config", sorted(COUNTED))

@@ -151,9 +151,9 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
 
 # Backbones and necks whose number of maps is not the usual four (strides 4..32): the
 # real-time models' three branches (Fast-SCNN: 1/8, 1/32, fused 1/8; ICNet: 1/8, 1/16, 1/32;
-# CGNet: 1/2, 1/4, 1/8), and ICNeck, which fuses ICNet's three; DDRNet's two 1/8 maps (the
-# stage-3 spatial branch, the output).
-THREE_MAPS = {"fast_scnn", "icnet", "cgnet", "icneck"}
+# CGNet: 1/2, 1/4, 1/8; PIDNet: P, output, D, all 1/8), and ICNeck, which fuses ICNet's
+# three; DDRNet's two 1/8 maps (the stage-3 spatial branch, the output).
+THREE_MAPS = {"fast_scnn", "icnet", "cgnet", "pidnet", "icneck"}
 TWO_MAPS = {"ddrnet"}
 
 
