@@ -150,17 +150,18 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array,
   return total / (labels.size * num_classes)
 
 
-def _ohem_kept(logits, labels, valid, pixel_losses, thresh: Optional[float], min_kept: int):
-  """mmseg's OHEMPixelSampler.sample: 1.0 for the pixels that keep their loss.
+def _ohem_kept(logits, labels, valid, pixel_losses, thresh: Optional[float], batch_kept: int):
+  """1.0 for the pixels that keep their loss under online hard example mining (mmseg's
+  OHEMPixelSampler.sample with batch_kept = min_kept * B; its OhemCrossEntropy class with
+  batch_kept = min_kept).
 
   With `thresh`: the non-ignored pixels whose softmax probability of their label is below
-  max(thresh, the (min_kept * B)-th smallest such probability, or the largest when there are
-  fewer pixels), so at least about min_kept * B pixels are kept and more when many are hard.
-  Without: the min_kept * B non-ignored pixels of largest loss. Ranked over the global batch.
+  max(thresh, the batch_kept-th smallest such probability (0-based), or the largest when there
+  are fewer pixels), so about batch_kept pixels are kept, more when many are hard.
+  Without: the batch_kept non-ignored pixels of largest loss. Ranked over the global batch.
   """
   flat_valid = valid.reshape(-1)
   n = flat_valid.size
-  batch_kept = min_kept * labels.shape[0]
   if thresh is None:
     score = jnp.where(flat_valid, pixel_losses.reshape(-1), -jnp.inf)
     order = jnp.argsort(-score)  # descending loss; ignored pixels last
@@ -190,7 +191,8 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: Optional[fl
   summed and divided by the same avg_factor as `cross_entropy` (all or non-ignored pixels, or
   their class weights), so the loss shrinks as fewer pixels are hard. thresh=None ranks by loss
   instead of probability (mmseg's `thresh=None`). The selection receives no gradient. This is
-  not mmseg's PIDNet `OhemCrossEntropy` class (min_kept per batch, mean over kept pixels).
+  not mmseg's `OhemCrossEntropy` class (min_kept per batch, mean over kept pixels): that is
+  `ohem_mean_cross_entropy`.
   """
   if min_kept <= 1:
     raise ValueError(f"min_kept must be > 1 (mmseg's OHEMPixelSampler asserts it), got {min_kept}")
@@ -198,8 +200,68 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: Optional[fl
   weight = _class_weight(class_weight, logits.shape[-1])
   pixel = _pixel_cross_entropy(logits, labels, valid, weight, label_smoothing)
   kept = jax.lax.stop_gradient(_ohem_kept(jax.lax.stop_gradient(logits), labels, valid,
-                                          jax.lax.stop_gradient(pixel), thresh, min_kept))
+                                          jax.lax.stop_gradient(pixel), thresh,
+                                          min_kept * labels.shape[0]))
   return _cross_entropy_mean(pixel * kept, labels, valid, weight, avg_non_ignore)
+
+
+def _ohem_mean(logits, labels, valid, thresh: float, min_kept: int, class_weight):
+  """`ohem_mean_cross_entropy` on logits already at the labels' size."""
+  if thresh is None:
+    raise ValueError("thresh must be a probability (mmseg's OhemCrossEntropy compares "
+                     "max(min_value, thresh)), got None")
+  weight = _class_weight(class_weight, logits.shape[-1])
+  pixel = _pixel_cross_entropy(logits, labels, valid, weight, 0.0)
+  kept = jax.lax.stop_gradient(_ohem_kept(jax.lax.stop_gradient(logits), labels, valid, None,
+                                          thresh, max(1, int(min_kept))))
+  return jnp.sum(pixel * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+
+
+@_register("ohem_mean_cross_entropy")
+def ohem_mean_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: float = 0.7,
+                            min_kept: int = 100000, class_weight=None) -> jax.Array:
+  """Cross-entropy averaged over the hard pixels only: mmseg's `OhemCrossEntropy` loss class
+  (from PIDNet's criterion, github.com/XuJiacong/PIDNet utils/criterion.py), which mmseg's
+  DDRNet and PIDNet configs train with.
+
+  Kept: the labelled pixels whose softmax probability of their label is below max(thresh,
+  the min_kept-th smallest such probability over the whole batch, 0-based, or the largest
+  when there are fewer pixels). The loss is the plain mean over the kept pixels of
+  w[y] * CE: class weights scale each pixel's term but, unlike `cross_entropy`'s weighted
+  mean, do not enter the divisor. It differs from `ohem_cross_entropy` (mmseg's
+  OHEMPixelSampler) in all three places: min_kept counts over the batch, not per image; the
+  mean is over the kept pixels, not all (or all labelled) ones; thresh cannot be None. The
+  selection gets no gradient. Where no pixel is kept mmseg returns NaN (a mean of nothing),
+  segjax 0. mmseg's 2-GPU runs rank and average each GPU's 6 crops and average the two
+  GPUs' gradients; segjax ranks and averages the global batch. With min_kept 131072 against
+  6.3M pixels per GPU the probability threshold decides while more than about 2% of the
+  pixels are below it, and then the kept pixels are the same; the mean weighs each kept pixel
+  equally instead of each GPU's half.
+  """
+  logits, labels, valid = _prepare(logits, labels)
+  return _ohem_mean(logits, labels, valid, thresh, min_kept, class_weight)
+
+
+@_register("boundary_ohem_cross_entropy")
+def boundary_ohem_cross_entropy(logits: jax.Array, labels: jax.Array,
+                                boundary_threshold: float = 0.8, thresh: float = 0.7,
+                                min_kept: int = 100000, class_weight=None) -> jax.Array:
+  """PIDNet's boundary-awareness term (Xu et al. 2023, eq. 5; mmseg's PIDHead `loss_sem_bd`):
+  `ohem_mean_cross_entropy` on the pixels its boundary branch marks as edges,
+  sigmoid(boundary logit) > boundary_threshold, every other pixel ignored.
+
+  logits: the class logits with the boundary logit appended as the last channel (C + 1
+  channels: PIDHead's third extra output), resized to the labels together (bilinear is
+  per channel, so the boundary logit is resized as mmseg resizes it). The boundary logit
+  only selects pixels and gets no gradient, as mmseg's torch.where on the labels.
+  """
+  if logits.shape[-1] < 2:
+    raise ValueError(f"boundary_ohem_cross_entropy takes the class logits plus one boundary "
+                     f"logit (C + 1 channels); this output has {logits.shape[-1]}")
+  logits, labels, valid = _prepare(logits, labels)
+  edge = jax.lax.stop_gradient(jax.nn.sigmoid(logits[..., -1])) > boundary_threshold
+  labels = jnp.where(edge, labels, IGNORE_INDEX)
+  return _ohem_mean(logits[..., :-1], labels, valid & edge, thresh, min_kept, class_weight)
 
 
 # ------------------------------------------------------------------------------------------
@@ -511,13 +573,15 @@ def _hashable(value):
   return value
 
 
-def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int) -> LossSpec:
+def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int,
+              channels: Optional[int] = None) -> LossSpec:
   """Validates one entry of a head's `loss` list and returns it as a LossSpec.
 
   Called when the model is built, so a bad entry stops the run before anything is written:
   an unknown name, an unknown option (Registry.build's signature binding) and a bad option
   value are ConfigErrors naming `where` (e.g. "model.auxiliary_head[0].loss[1]"). Values are
-  checked by tracing the loss once on an abstract (1, 8, 8, num_classes) batch
+  checked by tracing the loss once on an abstract (1, 8, 8, channels) batch, `channels` the
+  output's (default num_classes; PIDNet's boundary output has 1, its boundary-aware one C + 1)
   (jax.eval_shape: nothing is computed), so each check lives once, in the loss itself.
   """
   if not hasattr(cfg, "keys"):
@@ -534,7 +598,7 @@ def loss_spec(cfg: Mapping[str, Any], where: str, num_classes: int) -> LossSpec:
   if isinstance(weight, bool) or not isinstance(weight, (int, float)):
     raise ConfigError(f"{where}.weight must be a number, got {weight!r}")
   options = {k: _hashable(v) for k, v in cfg.items() if k != "name"}
-  logits = jax.ShapeDtypeStruct((1, 8, 8, num_classes), jnp.float32)
+  logits = jax.ShapeDtypeStruct((1, 8, 8, channels or num_classes), jnp.float32)
   labels = jax.ShapeDtypeStruct((1, 8, 8), jnp.int32)
   try:
     jax.eval_shape(lambda x, y: LOSSES.build(cfg, where, logits=x, labels=y), logits, labels)

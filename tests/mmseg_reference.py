@@ -366,3 +366,21 @@ def shrink_stdc_model(mm_model: Dict, jax_model: Dict) -> None:
                                     (16, 16, 32)):
     mm_head.update(in_channels=cin, channels=8)
     jax_head["channels"] = 8
+
+
+def shrink_ddrnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """DDRNet at a quarter of the slim width: c = 8 (branches 16/32/64/128, the 1/8 output 32
+  channels), DAPPM 16, DDRHead 16 (its input width 4c following the backbone)."""
+  for model in (mm_model, jax_model):
+    model["backbone"].update(channels=8, ppm_channels=16)
+    model["decode_head"].update(channels=16)
+  mm_model["decode_head"]["in_channels"] = 32
+
+
+def shrink_pidnet_model(mm_model: Dict, jax_model: Dict) -> None:
+  """PIDNet-S at a quarter width: c = 8 (P 16, I 32/64/128, D 8/16/32 channels), PAPPM 12
+  (its grouped conv 4 x 12), PIDHead 16 (its input 4c = 32, the D head 8)."""
+  for model in (mm_model, jax_model):
+    model["backbone"].update(channels=8, ppm_channels=12)
+    model["decode_head"].update(channels=16)
+  mm_model["decode_head"]["in_channels"] = 32

@@ -57,6 +57,9 @@ def torch_grad_nhwc(x):
   return x.grad.numpy().transpose(0, 2, 3, 1)
 
 
+CITY5 = losses.CITYSCAPES_CLASS_WEIGHT[:C]  # class weights for the C test classes
+
+
 # ------------------------------------------------------------------------------------------
 # cross_entropy
 # ------------------------------------------------------------------------------------------
@@ -222,6 +225,75 @@ def test_ohem_equals_mmseg_sampler_and_cross_entropy(mm, thresh, min_kept, avg_n
   # The selection gets no gradient: torch's sampler runs under no_grad.
   np.testing.assert_allclose(ours_grad("ohem_cross_entropy", logits, labels, **options),
                              torch_grad_nhwc(x), rtol=RTOL, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------
+# ohem_mean_cross_entropy, boundary_ohem_cross_entropy (DDRNet's and PIDNet's)
+# ------------------------------------------------------------------------------------------
+
+OHEM_MEAN_CASES = [
+    (0.7, 100000, None),  # the configs' min_kept is more than the batch: max(largest, 0.7)
+    (0.7, 30, CITY5),     # many pixels below 0.7: the threshold decides
+    (0.05, 40, None),     # few below 0.05: the 40th-smallest probability (0-based) decides
+    (0.9, 1, CITY5),      # min_kept 1: the second-smallest probability, then 0.9
+]
+
+
+@pytest.mark.parametrize("thresh,min_kept,class_weight", OHEM_MEAN_CASES)
+def test_ohem_mean_equals_mmseg_ohem_cross_entropy(mm, thresh, min_kept, class_weight):
+  """mmseg's OhemCrossEntropy class (DDRNet's and PIDNet's configs): values and gradients,
+  class weights scaling each pixel without entering the mean."""
+  from mmseg.models.losses import OhemCrossEntropy
+  logits, labels = batch(21)
+  x, y = torch_pair(logits, labels, grad=True)
+  theirs = OhemCrossEntropy(thres=thresh, min_kept=min_kept,
+                            class_weight=None if class_weight is None else list(class_weight))
+  value = theirs(x, y)
+  value.backward()
+  kept = int(np.sum(np.asarray(torch_grad_nhwc(x)).any(-1)))
+  assert 0 < kept < int((labels != 255).sum())  # the selection really selects
+  options = dict(thresh=thresh, min_kept=min_kept, class_weight=class_weight)
+  np.testing.assert_allclose(ours("ohem_mean_cross_entropy", logits, labels, **options),
+                             float(value), rtol=RTOL)
+  np.testing.assert_allclose(ours_grad("ohem_mean_cross_entropy", logits, labels, **options),
+                             torch_grad_nhwc(x), rtol=RTOL, atol=1e-8)
+
+
+@pytest.mark.parametrize("min_kept,class_weight", [(100000, CITY5), (20, None)])
+def test_boundary_ohem_equals_mmseg_pid_head_term(mm, min_kept, class_weight):
+  """PIDHead's loss_sem_bd: OhemCrossEntropy on the labels kept where sigmoid(boundary logit)
+  > 0.8 (255 elsewhere), here from the class logits with the boundary logit appended; the
+  boundary logit gets no gradient."""
+  import torch
+  from mmseg.models.losses import OhemCrossEntropy
+  logits, _ = batch(22, num_classes=C + 1)
+  _, labels = batch(22)
+  logits[..., -1] *= 1.5  # about a third of the pixels above 0.8
+  x, y = torch_pair(logits, labels, grad=True)
+  edge = torch.sigmoid(x[:, -1]) > 0.8
+  assert 0.1 < float(edge.float().mean()) < 0.6
+  theirs = OhemCrossEntropy(thres=0.9, min_kept=min_kept,
+                            class_weight=None if class_weight is None else list(class_weight))
+  value = theirs(x[:, :-1], torch.where(edge, y, torch.full_like(y, 255)))
+  value.backward()
+  options = dict(thresh=0.9, min_kept=min_kept, class_weight=class_weight)
+  np.testing.assert_allclose(ours("boundary_ohem_cross_entropy", logits, labels, **options),
+                             float(value), rtol=RTOL)
+  grad = ours_grad("boundary_ohem_cross_entropy", logits, labels, **options)
+  assert not grad[..., -1].any()
+  np.testing.assert_allclose(grad, torch_grad_nhwc(x), rtol=RTOL, atol=1e-8)
+
+
+def test_ohem_means_are_zero_where_nothing_is_kept():
+  """mmseg: 0 without labelled pixels, NaN (a mean of nothing) when every labelled pixel is at
+  or above the threshold; segjax: 0 in both cases."""
+  logits = np.zeros((1, 4, 4, 3), np.float32)
+  logits[..., 0] = 30.0  # probability 1 for class 0 everywhere
+  labels = np.zeros((1, 4, 4), np.int64)
+  assert ours("ohem_mean_cross_entropy", logits, labels, thresh=0.5, min_kept=2) == 0.0
+  assert ours("ohem_mean_cross_entropy", logits, np.full_like(labels, 255)) == 0.0
+  with_edge = np.concatenate([logits, np.full((1, 4, 4, 1), -5.0, np.float32)], -1)
+  assert ours("boundary_ohem_cross_entropy", with_edge, labels) == 0.0  # no edge pixel
 
 
 # ------------------------------------------------------------------------------------------
@@ -416,7 +488,7 @@ def test_detail_target_and_losses_equal_mmseg_stdc_head(mm):
 
 @pytest.mark.parametrize("name", losses.LOSSES.names())
 def test_every_loss_is_finite_on_small_logits_and_all_ignored_labels(name):
-  logits, labels = batch(13, num_classes=1 if name == "boundary" else C)
+  logits, labels = batch(13, num_classes=1 if name == "boundary" else C)  # boundary_ohem: 4 + 1
   small = jnp.asarray(logits[:, ::4, ::4])  # 1/4 resolution
   fn = jax.jit(jax.value_and_grad(losses.LOSSES.get(name)))
   for y in (jnp.asarray(labels), jnp.full(labels.shape, 255)):
@@ -478,6 +550,38 @@ def test_cascade_and_extra_outputs_get_their_heads_losses(test_config):
   head = (("dice", 2.0, ()), ("cross_entropy", 1.0, ()))
   assert model.aux_loss_weights == (1.0, 1.0, 0.4)
   assert model.output_losses == (head, head, head, losses.DEFAULT_LOSSES)
+
+
+def test_extra_outputs_get_their_own_loss_lists():
+  """PIDHead's extra outputs (P logits, a boundary logit, logits ++ boundary logit) each train
+  with their own list from the config's `extra_losses`, validated for that output's channels;
+  a head whose extra outputs are not class logits must be given them."""
+  import copy
+  from tests.conftest import load_config
+  config = load_config("pidnet_s_city")
+  model = models.build_model(config)
+  assert [tuple(spec[0] for spec in specs) for specs in model.output_losses] == [
+      ("ohem_mean_cross_entropy",), ("cross_entropy",), ("boundary",),
+      ("boundary_ohem_cross_entropy",)]
+  assert model.aux_loss_weights == (0.4, 20.0, 1.0)
+  head = config.model.decode_head.to_dict()
+  boundary = head["extra_losses"][1]
+  for extra, match in (
+      (None, r"model.decode_head.extra_losses is missing: pid_head's extra outputs have "
+             r"\(19, 1, 20\) channels"),
+      (head["extra_losses"][:2], r"model.decode_head.extra_losses must hold one loss list per "
+                                 r"extra output of pid_head \(3\)"),
+      ((boundary,) * 3, r"model.decode_head.extra_losses\[0\]\[0\]: boundary: .*1-channel"),
+      ((head["extra_losses"][0],) * 2 + (head["extra_losses"][2],),
+       r"model.decode_head.extra_losses\[1\]\[0\]: cross_entropy: class_weight has 19 entries "
+       r"for 1 classes")):
+    bad = copy.deepcopy(head)
+    bad.pop("extra_losses")
+    if extra is not None:
+      bad["extra_losses"] = extra
+    config.model = {**config.model.to_dict(), "decode_head": bad}
+    with pytest.raises(ConfigError, match=match):
+      models.build_model(config)
 
 
 def test_models_without_output_losses_train_on_cross_entropy():

@@ -81,6 +81,15 @@ ROWS = [
     # STDC: the decode head's logits are upsampled with corners aligned, as mmseg's.
     Row("stdc1_city", "stdc/stdc1_4xb12-80k_cityscapes-512x1024.py", ref.shrink_stdc_model),
     Row("stdc2_city", "stdc/stdc2_4xb12-80k_cityscapes-512x1024.py", ref.shrink_stdc_model),
+    # DDRNet runs in mmseg only on sides divisible by 8 (its fusions add maps of H/8 to maps
+    # resized to H // 8): 104x136 gives odd sides at 1/8 (13x17) and after (7x9, 4x5, 2x3).
+    Row("ddrnet_23_slim_city",
+        "ddrnet/ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py",
+        ref.shrink_ddrnet_model, (104, 136)),
+    # PIDNet: the same sizes as DDRNet; its logits come from the head upsampled with corners
+    # aligned (mmseg's align_corners=True), so 104x136 compares them at full resolution.
+    Row("pidnet_s_city", "pidnet/pidnet-s_2xb6-120k_1024x1024-cityscapes.py",
+        ref.shrink_pidnet_model, (104, 136)),
 ]
 
 
@@ -153,10 +162,13 @@ COUNTED.update({f"segmenter_vit{v}_mask_ade": f"segmenter/segmenter_vit-{v}_mask
 COUNTED["segmenter_vitl_mask_ade"] = "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py"
 COUNTED.update({f"icnet_r{d}_d8_city": f"icnet/icnet_r{d}-d8_4xb2-80k_cityscapes-832x832.py"
                 for d in (50, 101)})
+COUNTED["ddrnet_23_city"] = "ddrnet/ddrnet_23_in1k-pre_2xb6-120k_cityscapes-1024x1024.py"
 KNOWN = {"pspnet_r50_d8_city": 48_975_494, "deeplabv3plus_r50_d8_city": 43_589_878,
          "upernet_r50_city": 66_415_238, "fast_scnn_city": 1_456_617,
          "icnet_r18_d8_city": 25_174_393, "icnet_r50_d8_city": 47_827_833,
-         "icnet_r101_d8_city": 66_819_961, "cgnet_city": 496_325}
+         "icnet_r101_d8_city": 66_819_961, "cgnet_city": 496_325,
+         "ddrnet_23_slim_city": 5_734_278, "ddrnet_23_city": 20_299_238,
+         "pidnet_s_city": 7_720_871}
 
 
 @pytest.mark.parametrize("config", sorted(COUNTED))

@@ -153,9 +153,10 @@ def test_cascade_feeds_each_stage_and_supervises_the_earlier_ones(test_config):
 # the maps their heads read (Fast-SCNN: 1/8, 1/32, fused 1/8; ICNet: 1/8, 1/16, 1/32; CGNet:
 # 1/2, 1/4, 1/8; BiSeNet V1: fused 1/8 + two context maps; V2: aggregated 1/8 + four stages;
 # STDCNet: stages 3-5, the input of STDC's context path; ERFNet, a whole encoder-decoder: its
-# 1/2-resolution output).
+# 1/2-resolution output; PIDNet: P, output, D, all 1/8; DDRNet: the stage-3 spatial branch and
+# the output, both 1/8).
 NUM_OUTPUTS = {"fast_scnn": 3, "icnet": 3, "cgnet": 3, "bisenetv1": 3, "bisenetv2": 5,
-               "stdcnet": 3, "erfnet": 1}
+               "stdcnet": 3, "erfnet": 1, "pidnet": 3, "ddrnet": 2}
 # Necks that fuse three maps (ICNeck: ICNet's three branches).
 THREE_MAP_NECKS = {"icneck"}
 # Heads whose outputs are not the classes: STDC's detail head predicts edge / no edge.

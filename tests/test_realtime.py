@@ -1,8 +1,10 @@
-"""The real-time models (Fast-SCNN, ICNet, CGNet) beyond their mmseg parity rows
+"""The real-time models (Fast-SCNN, ICNet, CGNet, DDRNet, PIDNet) beyond their parity rows
 (tests/test_mmseg_parity.py): the PyTorch behaviours they depend on that an inference check
 cannot see (BatchNorm momentum in training) or sees only at one size (ceil-mode pooling,
-scale-factor resizes, the ResNet run in two parts), and each recipe training one step from its
-own config file at test widths.
+scale-factor resizes, the ResNet run in two parts), the outputs mmseg computes only in
+training (DDRNet's auxiliary classifier, PIDNet's P and boundary classifiers) and the losses
+on them, PIDNet's M and L variants, and each recipe training one step from its own config
+file at test widths.
 """
 import json
 
@@ -12,9 +14,10 @@ import numpy as np
 import pytest
 
 from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, models, parallel, train
+from segjax import evaluate, losses, models, parallel, train
 from segjax.models import layers
 from segjax.models.backbones import icnet, resnet
+from tests import mmseg_reference as ref
 from tests.conftest import load_config
 
 
@@ -80,8 +83,8 @@ def test_resnet_in_two_parts_equals_one_call():
 
 
 # Test widths per model (the parity rows' shrink, on the segjax side only); the recipe's
-# optimizer, losses (Fast-SCNN's sigmoid cross-entropy, CGNet's class weights, cut to the
-# test data's 5 classes), auxiliary heads and BatchNorm settings stay.
+# optimizer, losses (Fast-SCNN's sigmoid cross-entropy, CGNet's, DDRNet's and PIDNet's class
+# weights, cut to the test data's 5 classes), auxiliary heads and BatchNorm settings stay.
 TINY = {
     "fast_scnn_city": {
         "backbone": {"downsample_dw_channels": (8, 8), "global_in_channels": 8,
@@ -98,7 +101,21 @@ TINY = {
     "cgnet_city": {
         "backbone": {"num_channels": (8, 16, 32), "num_blocks": (1, 2)},
         "decode_head": {"channels": 64}},
+    "ddrnet_23_slim_city": {
+        "backbone": {"channels": 4, "ppm_channels": 8}, "decode_head": {"channels": 8}},
+    "pidnet_s_city": {
+        "backbone": {"channels": 4, "ppm_channels": 8}, "decode_head": {"channels": 8}},
 }
+
+
+def _cut_class_weights(specs, num_classes: int):
+  """A loss list with its class weights (tuples or a name such as "cityscapes") cut to the
+  first `num_classes` classes."""
+  def cut(spec):
+    weight = spec["class_weight"]
+    weight = losses.NAMED_CLASS_WEIGHTS.get(weight, weight) if isinstance(weight, str) else weight
+    return {**spec, "class_weight": tuple(weight)[:num_classes]}
+  return [cut(spec) if spec.get("class_weight") is not None else spec for spec in specs]
 
 
 def tiny_run_config(name: str):
@@ -113,8 +130,10 @@ def tiny_run_config(name: str):
         target[key] = {**target[key], **value} if isinstance(value, dict) else value
   for head in [model["decode_head"], *model.get("auxiliary_head", ())]:
     if "loss" in head:
-      head["loss"] = [{**spec, "class_weight": spec["class_weight"][:test.data.num_classes]}
-                      if "class_weight" in spec else spec for spec in head["loss"]]
+      head["loss"] = _cut_class_weights(head["loss"], test.data.num_classes)
+    if "extra_losses" in head:
+      head["extra_losses"] = [_cut_class_weights(specs, test.data.num_classes)
+                              for specs in head["extra_losses"]]
   config.model = model
   mean, std = config.data.mean, config.data.std
   config.data = test.data
@@ -139,3 +158,182 @@ def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
   step, variables = ckpt_lib.Checkpointer(str(tmp_path)).restore_model("latest", abstract)
   assert step == 1
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+
+
+# ------------------------------------------------------------------------------------------
+# Training-time outputs and losses against mmseg's
+# ------------------------------------------------------------------------------------------
+
+def blob_labels(shape, num_classes, seed):
+  """Piecewise-constant labels of 8x8 cells (real boundaries) with an ignored band."""
+  rng = np.random.RandomState(seed)
+  b, h, w = shape
+  cells = rng.randint(0, num_classes, (b, -(-h // 8), -(-w // 8)))
+  labels = np.kron(cells, np.ones((1, 8, 8), np.int64))[:, :h, :w].copy()
+  labels[:, 20:26] = 255
+  return labels
+
+
+def train_mode_pair(tmp_path, row, batch: int = 2):
+  """(mmseg model in training mode but with BatchNorm on its running statistics and dropout
+  off, so the two sides are deterministic and comparable; the converted Segmenter;
+  normalised NHWC images of the row's size)."""
+  import torch
+  from tests.test_mmseg_parity import _converted_pair
+  model, seg, config, _, _ = _converted_pair(tmp_path, row)
+  model.train()
+  for module in model.modules():
+    if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout,
+                           torch.nn.Dropout2d)):
+      module.eval()
+  images = np.random.RandomState(1).randint(0, 256, (batch, *row.hw, 3)).astype(np.float32)
+  mean, std = (np.asarray(v, np.float32) for v in (config.data.mean, config.data.std))
+  return model, seg, (images - mean) / std
+
+
+def mmseg_train_outputs(model, images):
+  """mmseg's decode head in training mode: its outputs (NCHW tensors) for NHWC images."""
+  import torch
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  with torch.no_grad():
+    return model.decode_head.forward(model.extract_feat(x))
+
+
+def data_samples(labels, edges=None):
+  """mmseg SegDataSamples holding (B, H, W) labels (and PIDNet's edge maps)."""
+  import torch
+  from mmengine.structures import PixelData
+  from mmseg.structures import SegDataSample
+  samples = []
+  for i, label in enumerate(labels):
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label[None]).long())
+    if edges is not None:
+      sample.gt_edge_map = PixelData(data=torch.from_numpy(edges[i][None]).long())
+    samples.append(sample)
+  return samples
+
+
+def nhwc(t) -> np.ndarray:
+  return t.numpy().transpose(0, 2, 3, 1)
+
+
+def assert_close(ours, expected, rtol=1e-4):
+  ours, expected = np.asarray(ours, np.float32), np.asarray(expected, np.float32)
+  assert ours.shape == expected.shape, (ours.shape, expected.shape)
+  scale = np.max(np.abs(expected))
+  assert scale > 0.1
+  assert np.max(np.abs(ours - expected)) <= rtol * scale
+
+
+def test_ddrnet_auxiliary_output_and_losses_equal_mmseg(tmp_path):
+  """DDRHead in training mode: the context (main) and spatial (auxiliary) logits, and the
+  loss dict of its loss_by_feat (OhemCrossEntropy, Cityscapes class weights, the second at
+  0.4) against segjax's training loss of the same outputs: loss_main and 0.4 * loss_aux0."""
+  import torch
+  from tests.test_mmseg_parity import ROWS
+  row = next(r for r in ROWS if r.config == "ddrnet_23_slim_city")
+  model, seg, images = train_mode_pair(tmp_path, row)
+  context, spatial = mmseg_train_outputs(model, images)
+  logits, aux = seg.model.apply(seg.variables, jnp.asarray(images), train=False)
+  assert len(aux) == 1 and seg.model.aux_loss_weights == (0.4,)
+  assert_close(logits, nhwc(context))
+  assert_close(aux[0], nhwc(spatial))
+
+  # The losses of the outputs scaled down to a few units: random weights give main logits
+  # above 100, whose softmax rounds many probabilities to exactly 1, and which of them stay
+  # below OHEM's threshold (the largest probability, with this min_kept) then depends on
+  # the last bit of torch's and XLA's exp.
+  context, spatial = context / 40, spatial / 40
+  labels = blob_labels((2, *row.hw), 19, seed=2)
+  with torch.no_grad():
+    theirs = model.decode_head.loss_by_feat((context, spatial), data_samples(labels))
+  _, parts = losses.segmentation_loss(
+      jnp.asarray(nhwc(context)), (jnp.asarray(nhwc(spatial)),), jnp.asarray(labels),
+      seg.model.aux_loss_weights, seg.model.output_losses)
+  np.testing.assert_allclose(float(parts["loss_main"]), float(theirs["loss_context"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(0.4 * float(parts["loss_aux0"]), float(theirs["loss_spatial"]),
+                             rtol=1e-5)
+
+
+def upsample_corners(t, size):
+  """mmseg's PIDHead resize (align_corners=True) of an NCHW tensor, as NHWC numpy."""
+  import torch
+  return nhwc(torch.nn.functional.interpolate(t, size=size, mode="bilinear",
+                                              align_corners=True))
+
+
+def test_pidnet_outputs_and_losses_equal_mmseg(tmp_path):
+  """PIDHead in training mode: the main, P and boundary logits (mmseg's at 1/8, resized to the
+  image with corners aligned as its loss_by_feat does; segjax's come out of the head so), and
+  its loss dict (class-weighted CE on P x 0.4, OHEM on the main logits, boundary BCE x 20
+  against GenerateEdge(edge_width=4), OHEM at the boundary pixels) against segjax's training
+  loss of the same outputs through the config's `loss` and `extra_losses`."""
+  import torch
+  from tests.test_mmseg_parity import ROWS
+  row = next(r for r in ROWS if r.config == "pidnet_s_city")
+  model, seg, images = train_mode_pair(tmp_path, row)  # imports mmseg (stubbing mmcv._ext)
+  from mmseg.datasets.transforms import GenerateEdge
+  p, i, d = mmseg_train_outputs(model, images)
+  logits, aux = seg.model.apply(seg.variables, jnp.asarray(images), train=False)
+  assert seg.model.aux_loss_weights == (0.4, 20.0, 1.0)
+  assert_close(logits, upsample_corners(i, row.hw))
+  assert_close(aux[0], upsample_corners(p, row.hw))
+  assert_close(aux[1], upsample_corners(d, row.hw))
+  np.testing.assert_array_equal(np.asarray(aux[2]),
+                                np.concatenate([np.asarray(logits), np.asarray(aux[1])], -1))
+
+  # Outputs brought to a few units, the boundary logit to about 20% above sigmoid 0.8:
+  # random weights give main logits above 300, whose softmax rounds to exactly 1 (see the
+  # DDRNet test), and boundary logits almost all negative.
+  p, i, d = p / 10, i / 40, 1.5 * (d - d.mean()) / d.std()
+  edge_share = float((torch.sigmoid(d) > 0.8).float().mean())
+  assert 0.1 < edge_share < 0.4
+  # No ignored pixels: mmseg's class-weighted CrossEntropyLoss (loss_sem_p) indexes its
+  # weights with every label, 255 included (segjax's cross_entropy docstring).
+  labels = blob_labels((2, *row.hw), 19, seed=3)
+  labels[labels == 255] = 0
+  edges = np.stack([GenerateEdge(edge_width=4).transform(
+      {"img_shape": row.hw, "gt_seg_map": label.astype(np.uint8)})["gt_edge_map"]
+      for label in labels])
+  with torch.no_grad():
+    theirs = model.decode_head.loss_by_feat((p, i, d), data_samples(labels, edges))
+  i_up, p_up, d_up = (jnp.asarray(upsample_corners(t, row.hw)) for t in (i, p, d))
+  _, parts = losses.segmentation_loss(
+      i_up, (p_up, d_up, jnp.concatenate([i_up, d_up], -1)), jnp.asarray(labels),
+      seg.model.aux_loss_weights, seg.model.output_losses)
+  weights = dict(zip(("loss_aux0", "loss_aux1", "loss_aux2"), seg.model.aux_loss_weights))
+  for ours, name in (("loss_main", "loss_sem_i"), ("loss_aux0", "loss_sem_p"),
+                     ("loss_aux1", "loss_bd"), ("loss_aux2", "loss_sem_bd")):
+    np.testing.assert_allclose(weights.get(ours, 1.0) * float(parts[ours]), float(theirs[name]),
+                               rtol=1e-5, err_msg=ours)
+
+
+def test_pidnet_m_and_l_equal_mmseg(tmp_path):
+  """PIDNet-M (c = 64) and -L (3 stem blocks, 4 I-branch blocks: the full D branch, DAPPM and
+  Bag instead of the light ones), from the PIDNet-S config: full-size parameter counts equal
+  mmseg's, and PIDNet-L's logits at test width as the parity rows compare them."""
+  from tests.test_mmseg_parity import Row, _assert_close, _converted_pair
+  large = {"num_stem_blocks": 3, "num_branch_blocks": 4}
+  for variant, backbone, head in (("m", {"channels": 64}, 128),
+                                  ("l", {"channels": 64, "ppm_channels": 112, **large}, 256)):
+    config = load_config("pidnet_s_city")
+    config.model.backbone.update(backbone)
+    config.model.decode_head.channels = head
+    model = models.build_model(config)
+    shapes = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    ours = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"]))
+    assert ours == ref.mmseg_param_count(
+        f"pidnet/pidnet-{variant}_2xb6-120k_1024x1024-cityscapes.py")
+
+  def shrink_large(mm_model, jax_model):
+    ref.shrink_pidnet_model(mm_model, jax_model)
+    for model in (mm_model, jax_model):
+      model["backbone"].update(large)
+
+  row = Row("pidnet_s_city", "pidnet/pidnet-l_2xb6-120k_1024x1024-cityscapes.py", shrink_large,
+            (104, 136))
+  mm_model, seg, _, images, normalised = _converted_pair(tmp_path, row)
+  assert set(seg.variables["params"]["backbone"]["dfm"]) == {"conv"}  # Bag, not LightBag
+  _assert_close(seg.logits(images, resize_to_input=True), ref.encode_decode(mm_model, normalised))

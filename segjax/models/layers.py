@@ -300,6 +300,29 @@ class ConvBNAct(nn.Module):
     return self.activation(x) if self.activation is not None else x
 
 
+class BNActConv(nn.Module):
+  """BatchNorm -> activation -> conv: mmcv's ConvModule with order=("norm", "act", "conv"),
+  the pre-activation unit of DDRNet's and PIDNet's pyramid pooling (DAPPM, PAPPM), fusion
+  (Bag) and heads. The BatchNorm normalises the *input* channels; the conv has no bias
+  (ConvModule's bias="auto" with a norm). Names `bn` and `conv` as ConvModule's."""
+  features: int
+  kernel_size: int = 1
+  groups: int = 1
+  activation: Optional[Callable] = nn.relu
+  bn_momentum: float = 0.1
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = batch_norm(train, self.dtype, "bn", momentum=self.bn_momentum)(x)
+    if self.activation is not None:
+      x = self.activation(x)
+    p = self.kernel_size // 2
+    return Conv(self.features, (self.kernel_size,) * 2, padding=((p, p), (p, p)),
+                feature_group_count=self.groups, use_bias=False, dtype=self.dtype,
+                name="conv")(x)
+
+
 def batch_norm(train: bool, dtype=None, name: Optional[str] = None, eps: float = 1e-5,
                momentum: float = 0.1):
   """PyTorch's BatchNorm2d, defaults included (momentum 0.1, eps 1e-5).

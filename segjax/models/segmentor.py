@@ -9,6 +9,9 @@ losses, training and evaluation never look inside.
 Each head config may carry `loss`, a sequence of `{"name", "weight", **options}` (mmseg's
 `loss_decode`; segjax.losses.LOSSES names them; absent = cross-entropy, weight 1). The model
 carries them as `output_losses`, one tuple per output in the order of (logits, *aux_logits).
+A head with extra outputs (DANet's pam and cam) trains them with its own `loss` list, or with
+`extra_losses`, one list per extra output, where they differ (PIDNet's boundary outputs; such
+a head declares `extra_output_channels` and must be given them).
 
 A head config may also carry `align_corners` (mmseg's key, default False): True upsamples that
 head's logits to the labels (losses) and to the image (evaluation) with corners aligned, as
@@ -67,31 +70,50 @@ class EncoderDecoder(nn.Module):
     return logits, tuple(aux)
 
 
-def _head_losses(cfg, where: str, num_classes: int) -> Tuple[Tuple[str, float, Tuple], ...]:
-  """A head's `loss` list as LossSpecs, each validated now (ConfigErrors name `where.loss[i]`)."""
+def _head_losses(cfg, where: str, num_classes: int, channels: Optional[int] = None
+                 ) -> Tuple[Tuple[str, float, Tuple], ...]:
+  """A loss list as LossSpecs, each validated now for an output of `channels` channels
+  (default num_classes); ConfigErrors name `where[i]` (where = e.g. "model.decode_head.loss")."""
   if cfg is None:
     return losses.DEFAULT_LOSSES
   if isinstance(cfg, str) or hasattr(cfg, "keys") or not isinstance(cfg, Sequence) or not cfg:
-    raise ConfigError(f"{where}.loss must be a non-empty sequence of mappings like "
+    raise ConfigError(f"{where} must be a non-empty sequence of mappings like "
                       f"{{'name': 'cross_entropy', 'weight': 1.0}}, got {cfg!r}")
-  return tuple(losses.loss_spec(entry, f"{where}.loss[{i}]", num_classes)
+  return tuple(losses.loss_spec(entry, f"{where}[{i}]", num_classes, channels)
                for i, entry in enumerate(cfg))
 
 
 def _build_head(cfg, where: str, num_classes: int, dtype: Any):
-  """(head, its loss weight, its losses, the loss weights of its extra outputs, its
-  align_corners).
+  """(head, its loss weight, its losses, the loss weights of its extra outputs, their losses,
+  its align_corners).
 
-  The extra outputs (DANet's pam and cam) use the head's own losses, as mmseg's do."""
+  The extra outputs use the head's own losses (DANet's pam and cam, as mmseg's), or the
+  config's `extra_losses`, one list per extra output. A head whose extra outputs are not
+  class logits (`extra_output_channels` other than num_classes) needs `extra_losses`."""
   cfg = dict(cfg)
   weight = float(cfg.pop("loss_weight", 1.0))
-  head_losses = _head_losses(cfg.pop("loss", None), where, num_classes)
+  head_losses = _head_losses(cfg.pop("loss", None), f"{where}.loss", num_classes)
+  extra_cfg = cfg.pop("extra_losses", None)
   align_corners = cfg.pop("align_corners", False)
   if not isinstance(align_corners, bool):
     raise ConfigError(f"{where}.align_corners must be True or False, got {align_corners!r}")
   head = HEADS.build(cfg, where, num_classes=num_classes, dtype=dtype)
-  return (head, weight, head_losses,
-          tuple(float(w) for w in getattr(head, "extra_loss_weights", ())), align_corners)
+  extra_weights = tuple(float(w) for w in getattr(head, "extra_loss_weights", ()))
+  channels = tuple(getattr(head, "extra_output_channels", ())) or (num_classes,) * len(
+      extra_weights)
+  if extra_cfg is None:
+    if any(c != num_classes for c in channels):
+      raise ConfigError(f"{where}.extra_losses is missing: {cfg['name']}'s extra outputs have "
+                        f"{channels} channels, not class logits; give one loss list per output")
+    return (head, weight, head_losses, extra_weights, (head_losses,) * len(extra_weights),
+            align_corners)
+  if (isinstance(extra_cfg, str) or not isinstance(extra_cfg, Sequence)
+      or len(extra_cfg) != len(extra_weights)):
+    raise ConfigError(f"{where}.extra_losses must hold one loss list per extra output of "
+                      f"{cfg['name']} ({len(extra_weights)}), got {extra_cfg!r}")
+  extra_losses = tuple(_head_losses(entry, f"{where}.extra_losses[{i}]", num_classes, c)
+                       for i, (entry, c) in enumerate(zip(extra_cfg, channels)))
+  return head, weight, head_losses, extra_weights, extra_losses, align_corners
 
 
 def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
@@ -106,8 +128,8 @@ def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
   if isinstance(decode_head, (list, tuple)):
     heads = []
     for i, cfg in enumerate(decode_head):
-      head, weight, head_losses, extra, aligned = _build_head(cfg, f"model.decode_head[{i}]",
-                                                              num_classes, dtype)
+      head, weight, head_losses, extra, extra_losses, aligned = _build_head(
+          cfg, f"model.decode_head[{i}]", num_classes, dtype)
       if i < len(decode_head) - 1:
         if extra:
           raise ConfigError(f"model.decode_head[{i}]: {cfg['name']} has several outputs; only "
@@ -121,17 +143,17 @@ def build_encoder_decoder(num_classes: int, backbone, decode_head, neck=None,
       heads.append(head)
     decode, main_losses, extra_weights, main_aligned = tuple(heads), head_losses, extra, aligned
   else:
-    decode, _, main_losses, extra_weights, main_aligned = _build_head(
+    decode, _, main_losses, extra_weights, extra_losses, main_aligned = _build_head(
         decode_head, "model.decode_head", num_classes, dtype)
   weights.extend(extra_weights)
-  output_losses.extend([main_losses] * len(extra_weights))
+  output_losses.extend(extra_losses)
   corners.extend([main_aligned] * len(extra_weights))
   aux = []
   for i, cfg in enumerate(auxiliary_head):
     if "loss_weight" not in cfg:
       raise ConfigError(f"model.auxiliary_head[{i}].loss_weight is missing (mmseg uses 0.4)")
-    head, weight, head_losses, extra, aligned = _build_head(cfg, f"model.auxiliary_head[{i}]",
-                                                            num_classes, dtype)
+    head, weight, head_losses, extra, _, aligned = _build_head(
+        cfg, f"model.auxiliary_head[{i}]", num_classes, dtype)
     if extra:
       raise ConfigError(f"model.auxiliary_head[{i}]: {cfg['name']} has several outputs; use "
                         "it as the decode head")

@@ -134,7 +134,7 @@ def whole_model_losses(name: str, num_classes: int, loss, backbone, decode_head,
                     "ignored", ", model.".join(unused), name)
   if loss is None:
     return ()
-  return (segmentor._head_losses(loss, "model", num_classes),)  # pylint: disable=protected-access
+  return (segmentor._head_losses(loss, "model.loss", num_classes),)  # pylint: disable=protected-access
 
 
 def build_segnet(num_classes: int, widths: Sequence[int] = VGG16_WIDTHS, loss=None,
