@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from segjax.models import layers
 from segjax.models.heads import base
-from segjax.models.heads.psa_head import resize_align_corners
+from segjax.models.layers import resize_align_corners
 from segjax.models.registry import HEADS
 
 
