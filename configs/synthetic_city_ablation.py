@@ -21,12 +21,21 @@ Choices (comma-separated key=value; unnamed keys keep the defaults in brackets):
            stride-4 map; UPer and the Semantic FPN read all four.
   width    [128; 256 with recipe=cityscapes]: the decode head's channels (SegFormer's "C").
   depth    [2]: MiT blocks per stage (B0: 2, 2, 2, 2).
+  encoder  [mit_b0] | resnet18 | resnet50: MiT-B0, or mmseg's ResNetV1c (deep stem) of that
+           depth (channels 64..512 for 18, 256..2048 for 50; from scratch, as every encoder on
+           the bed).
+  output_stride [32] | 16 | 8: a ResNet encoder's output stride, by dilating its last stages
+           as DeepLab does (common.dilated_resnet: 16 dilates stage 4 by 2, 8 stages 3 and 4
+           by 2 and 4). ASPP's dilations grow with the map, 1 (its 1x1 branch) and (2, 4, 6) x
+           32 / stride, so they span the same pixels at every stride (the paper doubles them
+           from OS 16 to 8).
   aux      [0]: loss weight of an auxiliary FCN head on the stride-16 stage (64 channels,
            mmseg's deep-supervision head); 0 = no auxiliary head.
   model    [none] | <a config in configs/, e.g. fast_scnn_city>: that config's whole model
            (and auxiliary heads) on the bed instead of MiT-B0 + decoder (decoder, width,
-           depth, aux and loss then do not apply); training stays the bed's recipe (AdamW
-           1e-3), the same for every model, not each paper's 100k-step schedule.
+           depth, aux, loss, encoder and output_stride then do not apply); training stays the
+           bed's recipe (AdamW 1e-3), the same for every model, not each paper's 100k-step
+           schedule.
   loss     [ce] | wce | focal | dice | lovasz | ohem: the decode head's loss. wce weights
            cross-entropy by mmseg's Cityscapes class weights (the same 19 classes); dice and
            lovasz are added to cross-entropy with weight 1 (alone, from scratch, they train
@@ -48,8 +57,10 @@ LOSSES = {
     "lovasz": ({"name": "cross_entropy"}, {"name": "lovasz"}),
     "ohem": ({"name": "ohem_cross_entropy", "thresh": 0.7, "min_kept": 6000},),
 }
+ENCODERS = ("mit_b0", "resnet18", "resnet50")
+OUTPUT_STRIDES = (32, 16, 8)
 DEFAULTS = {"recipe": "synthetic_city", "decoder": "segformer", "width": "", "depth": "2",
-            "aux": "0", "loss": "ce", "model": ""}
+            "aux": "0", "loss": "ce", "model": "", "encoder": "mit_b0", "output_stride": "32"}
 
 
 def parse(arg) -> dict:
@@ -67,21 +78,34 @@ def parse(arg) -> dict:
     raise ValueError(f"decoder={choices['decoder']!r} is not one of {DECODERS}")
   if choices["loss"] not in LOSSES:
     raise ValueError(f"loss={choices['loss']!r} is not one of {tuple(LOSSES)}")
+  if choices["encoder"] not in ENCODERS:
+    raise ValueError(f"encoder={choices['encoder']!r} is not one of {ENCODERS}")
+  if choices["output_stride"] not in map(str, OUTPUT_STRIDES):
+    raise ValueError(f"output_stride={choices['output_stride']!r} is not one of "
+                     f"{OUTPUT_STRIDES}")
+  if choices["output_stride"] != "32" and not choices["encoder"].startswith("resnet"):
+    raise ValueError(f"output_stride={choices['output_stride']} needs a ResNet encoder "
+                     f"(encoder=resnet18|resnet50), not {choices['encoder']}")
+  if choices["depth"] != "2" and choices["encoder"] != "mit_b0":
+    raise ValueError(f"depth={choices['depth']} sets MiT blocks per stage; "
+                     f"encoder={choices['encoder']} has none")
   return choices
 
 
-def decode_head(decoder: str, width: int) -> dict:
+def decode_head(decoder: str, width: int, output_stride: int = 32) -> dict:
   single = {"in_index": 3, "channels": width, "dropout": 0.1}
+  dilations = (1,) + tuple(d * 32 // output_stride for d in (2, 4, 6))  # 1: the 1x1 branch
+  strides = (4, 8, min(16, output_stride), output_stride)  # of the four maps
   return {
       "segformer": {"name": "segformer_head", "channels": width, "dropout": 0.1},
       "fcn": {"name": "fcn_head", **single, "num_convs": 2, "concat_input": True},
       "psp": {"name": "psp_head", **single, "pool_scales": (1, 2, 3, 6)},
-      "aspp": {"name": "aspp_head", **single, "dilations": (1, 2, 4, 6)},
-      "deeplabv3plus": {"name": "sep_aspp_head", **single, "dilations": (1, 2, 4, 6),
+      "aspp": {"name": "aspp_head", **single, "dilations": dilations},
+      "deeplabv3plus": {"name": "sep_aspp_head", **single, "dilations": dilations,
                         "c1_in_index": 0, "c1_channels": 48},
       "uper": {"name": "uper_head", "in_index": (0, 1, 2, 3), "channels": width,
                "pool_scales": (1, 2, 3, 6), "dropout": 0.1},
-      "fpn": {"name": "fpn_head", "in_index": (0, 1, 2, 3), "feature_strides": (4, 8, 16, 32),
+      "fpn": {"name": "fpn_head", "in_index": (0, 1, 2, 3), "feature_strides": strides,
               "channels": width, "dropout": 0.1},
   }[decoder]
 
@@ -104,12 +128,16 @@ def get_config(arg=None):
     c.train.num_overlays = 0
   width = int(choices["width"] or (256 if recipe == "cityscapes" else 128))
   depth, aux = int(choices["depth"]), float(choices["aux"])
-  head = decode_head(choices["decoder"], width)
+  output_stride = int(choices["output_stride"])
+  head = decode_head(choices["decoder"], width, output_stride)
   if LOSSES[choices["loss"]] is not None:
     head["loss"] = LOSSES[choices["loss"]]
-  backbone = {"name": "mit_b0", "drop_path_rate": c.model.backbone.drop_path_rate}
-  if depth != 2:
-    backbone["depths"] = (depth,) * 4
+  if choices["encoder"] == "mit_b0":
+    backbone = {"name": "mit_b0", "drop_path_rate": c.model.backbone.drop_path_rate}
+    if depth != 2:
+      backbone["depths"] = (depth,) * 4
+  else:
+    backbone = common.dilated_resnet(int(choices["encoder"][len("resnet"):]), output_stride)
   c.model = common.encoder_decoder(
       backbone=backbone, decode_head=head,
       neck=({"name": "fpn", "out_channels": width, "num_outs": 4}

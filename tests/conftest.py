@@ -24,6 +24,24 @@ def load_config(name: str, arg=None):
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
+def one_step_run(config, model, eval_mode=None):
+  """The recipe tests' run: `config` (a recipe) with `model` (a test-sized model dict),
+  configs/test.py's data (5 classes; the recipe's mean and std kept) and evaluation, one
+  train step of batch 8, and evaluation and a checkpoint at step 1. The recipe's optimizer,
+  losses and BatchNorm settings stay; eval_mode=None keeps its evaluation mode too."""
+  test = load_config("test")
+  config.model = model
+  mean, std = config.data.mean, config.data.std
+  config.data = test.data
+  config.data.mean, config.data.std = mean, std
+  mode = eval_mode or config.eval.mode
+  config.eval = test.eval
+  config.eval.mode = mode
+  config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
+                      num_overlays=0, async_checkpoint=False)
+  return config
+
+
 def require(module: str):
   """pytest.importorskip, except under CI=true, where a reference that fails to import
   fails the test (CI installs every reference; a skip there would hide a broken check)."""

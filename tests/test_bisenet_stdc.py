@@ -17,7 +17,7 @@ from segjax import evaluate, losses, models, parallel, train
 from segjax.errors import ConfigError
 from segjax.models import layers
 from tests import mmseg_reference as ref
-from tests.conftest import load_config
+from tests.conftest import load_config, one_step_run
 
 SHRINK = {"bisenetv1_r18_d32_city": ref.shrink_bisenetv1_model,
           "bisenetv2_fcn_city": ref.shrink_bisenetv2_model,
@@ -32,16 +32,7 @@ def tiny_config(name: str):
   mm = {"backbone": {"backbone_cfg": {}}, "decode_head": {},
         "auxiliary_head": [{} for _ in model.get("auxiliary_head", ())]}
   SHRINK[name](mm, model)
-  config.model = model
-  test = load_config("test")
-  mean, std = config.data.mean, config.data.std
-  config.data = test.data
-  config.data.mean, config.data.std = mean, std
-  config.eval = test.eval
-  config.eval.mode = "whole"
-  config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
-                      num_overlays=0, async_checkpoint=False)
-  return config
+  return one_step_run(config, model, eval_mode="whole")
 
 
 @pytest.mark.slow

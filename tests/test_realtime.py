@@ -18,7 +18,7 @@ from segjax import evaluate, losses, models, parallel, train
 from segjax.models import layers
 from segjax.models.backbones import icnet, resnet
 from tests import mmseg_reference as ref
-from tests.conftest import load_config
+from tests.conftest import load_config, one_step_run
 
 
 def test_batch_norm_momentum_is_torchs():
@@ -134,14 +134,7 @@ def tiny_run_config(name: str):
     if "extra_losses" in head:
       head["extra_losses"] = [_cut_class_weights(specs, test.data.num_classes)
                               for specs in head["extra_losses"]]
-  config.model = model
-  mean, std = config.data.mean, config.data.std
-  config.data = test.data
-  config.data.mean, config.data.std = mean, std
-  config.eval = test.eval
-  config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
-                      num_overlays=0, async_checkpoint=False)
-  return config
+  return one_step_run(config, model, eval_mode="whole")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from segjax import models
 from segjax.errors import ConfigError
 from segjax.models import deconvnet, layers
 from tests import test_zoo_training as zoo
-from tests.conftest import load_config, require
+from tests.conftest import load_config, one_step_run, require
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,15 +292,7 @@ def tiny_whole_model_config(name: str) -> ml_collections.ConfigDict:
         source, test.data.num_classes))
     assert len(weights) == 5 and 1.0 in weights
     model["loss"] = ({**model["loss"][0], "class_weight": weights},)
-  config.model = model
-  mean, std = config.data.mean, config.data.std
-  config.data = test.data
-  config.data.mean, config.data.std = mean, std
-  mode = config.eval.mode
-  config.eval = test.eval
-  config.eval.mode = mode
-  config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
-                      num_overlays=0, async_checkpoint=False)
+  config = one_step_run(config, model)
   return config
 
 

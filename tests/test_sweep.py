@@ -5,12 +5,13 @@ import json
 import math
 import os
 import shlex
+import subprocess
 
 import pytest
 
 from segjax.errors import ConfigError
 from segjax.tools import sweep
-from tests.conftest import REPO
+from tests.conftest import REPO, load_config
 
 # Two tiny settings of configs/test.py, 2 steps each (one evaluation, at the end).
 TINY = {"train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
@@ -108,6 +109,30 @@ def test_aggregate_gives_mean_and_sample_std_per_setting():
   assert "| b | 1 | 60.00 |  | 25.00 |" in table
 
 
+def test_measure_passes_the_study_flags_reads_nested_columns_and_caches(tmp_path, monkeypatch):
+  study = dataclasses.replace(STUDY, measure=("train_memory", "benchmark"), measure_flags={
+      "benchmark": ("--notrain", "--config.data.crop_size=(512, 1024)")})
+  run = sweep.plan(study, "cpu", str(tmp_path))[0]
+  printed = {"segjax.tools.summary": {"params": 5, "train_memory": {
+                 "none": {"temporaries_mib": 12.5, "arguments_mib": 3.0}}},
+             "segjax.tools.benchmark": {"eval_images_per_s": 7.0, "image_size": [512, 1024]}}
+  commands = []
+
+  def tool(cmd, **kwargs):
+    commands.append(cmd)
+    return subprocess.CompletedProcess(cmd, 0, "table\n" + json.dumps(printed[cmd[2]]), "")
+
+  monkeypatch.setattr(sweep.subprocess, "run", tool)
+  expected = {"train_temporaries_mib": 12.5, "train_arguments_mib": 3.0, "eval_images_per_s": 7.0}
+  assert sweep.measure(study, run) == expected
+  assert commands[0][2:4] == ["segjax.tools.summary", "--train_memory"]
+  assert "--notrain" not in commands[0] and commands[1][-2:] == list(
+      study.measure_flags["benchmark"])
+  assert sweep.measure(study, run) == expected and len(commands) == 2  # cached per setting
+  with pytest.raises(ConfigError, match="measure 'flops'"):
+    sweep.plan(dataclasses.replace(STUDY, measure_flags={"flops": ()}), "cpu", str(tmp_path))
+
+
 def test_a_tiny_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
   runs_dir, out = tmp_path / "runs", tmp_path / "out"
   sweep.FLAGS.unparse_flags()
@@ -184,6 +209,20 @@ def test_the_ablation_bed_builds_every_choice_and_refuses_bad_ones():
     encoders[decoder] = sum(int(np.prod(p.shape)) for p in
                             jax.tree.leaves(shapes["params"]["backbone"]))
   assert len(set(encoders.values())) == 1  # one encoder under every decoder
+  # A dilated ResNet-18 (study 2): the single-map heads see the stride the choice names, with
+  # the same weights at every stride, and ASPP's dilations span the same pixels.
+  x = jnp.zeros((1, 128, 256, 3))
+  resnets = {}
+  for stride in (32, 16, 8):
+    config = bed.get_config(f"recipe=cpu,encoder=resnet18,output_stride={stride},decoder=aspp")
+    assert config.model.decode_head.dilations == (1,) + tuple(d * 32 // stride for d in (2, 4, 6))
+    model = models.build_model(config)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    logits, _ = jax.eval_shape(lambda v: model.apply(v, x), shapes)  # at the head's map
+    assert logits.shape[1:3] == (128 // stride, 256 // stride)
+    resnets[stride] = sum(int(np.prod(p.shape)) for p in
+                          jax.tree.leaves(shapes["params"]["backbone"]))
+  assert len(set(resnets.values())) == 1 and resnets[8] != encoders["aspp"]
   cpu = bed.get_config("recipe=cpu")
   assert cpu.train.num_steps == 400 and cpu.train.batch_size == 4 and cpu.model.decode_head.channels == 128
   assert bed.get_config("recipe=cityscapes").data.name == "cityscapes"
@@ -194,6 +233,42 @@ def test_the_ablation_bed_builds_every_choice_and_refuses_bad_ones():
   assert fast.model.backbone.name == "fast_scnn" and fast.optim.name == "adamw"
   assert fast.train.num_steps == 400
   for bad, match in (("model=fast", "no configs/fast.py"), ("decoder=psa", "decoder='psa' is not one of"), ("lr=3", "bad choice 'lr=3'"),
-                     ("loss=l2", "loss='l2'"), ("recipe=ade", "recipe='ade'")):
+                     ("loss=l2", "loss='l2'"), ("recipe=ade", "recipe='ade'"),
+                     ("encoder=vgg16", "encoder='vgg16'"), ("output_stride=4", "output_stride='4'"),
+                     ("output_stride=8", "needs a ResNet encoder"),
+                     ("encoder=resnet18,depth=3", "encoder=resnet18 has none")):
     with pytest.raises(ValueError, match=match):
       bed.get_config(bad)
+
+
+def test_every_study_script_plans_at_both_scales_and_names_real_config_keys(tmp_path):
+  """Each experiments/<study>.py: its runs plan at --scale=cpu and paper, each run's config
+  loads with its choices, and every override (the runs', the evaluations', the measuring
+  tools' --config.* flags) names a key the config has: a typo fails here, not an hour in."""
+  import glob
+  import importlib.util
+  scripts = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
+  studies = []
+  for path in scripts:
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if hasattr(module, "STUDY"):
+      studies.append(module.STUDY)
+  assert {s.name for s in studies} >= {"decoders", "output_stride", "losses", "deep_supervision",
+                                      "inference", "segformer_scaling", "augmentation",
+                                      "realtime"}
+  for study in studies:
+    for scale in ("cpu", "paper"):
+      for run in sweep.plan(study, scale, str(tmp_path), seeds=1):
+        file, _, arg = run.config.partition(":")
+        config = load_config(os.path.basename(file)[:-3], arg or None)
+        keys = [k for k, _ in run.overrides]
+        keys += [k for e in study.evaluations for k in e.overrides]
+        keys += [f.split("=")[0][len("--config."):] for flags in study.measure_flags.values()
+                 for f in flags if f.startswith("--config.")]
+        for key in keys:
+          node = config
+          for part in key.split("."):
+            assert part in node, f"{study.name} {run.setting.label}: no config key {key!r}"
+            node = node[part]

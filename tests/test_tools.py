@@ -55,3 +55,8 @@ def test_benchmark_reports_throughput_and_memory():
                             "--dwconv_impl=xla")[-1])
   assert out["train_images_per_s"] > 0 and out["eval_images_per_s"] > 0
   assert out["peak_memory_gib"] > 0 and out["dwconv_impl"] == "xla"
+  # --notrain: inference only (the real-time table's whole 1024x2048 frames), at the size given.
+  out = json.loads(run_tool("benchmark", "--notrain", "--batch_size=8", "--steps=1",
+                            "--warmup=0", "--config.data.crop_size=(48, 80)")[-1])
+  assert out["eval_images_per_s"] > 0 and out["image_size"] == [48, 80]
+  assert "train_images_per_s" not in out and out["batch_size"] == 8

@@ -21,7 +21,7 @@ import pytest
 
 from segjax import checkpoint as ckpt_lib
 from segjax import evaluate, models, parallel, train
-from tests.conftest import REPO, load_config, require
+from tests.conftest import REPO, load_config, one_step_run, require
 
 # Each family's smallest backbone: the config's own keys that are not widths or depths (image
 # size of the position embedding, out_indices, cls token, final norm, drop path) are kept.
@@ -84,7 +84,6 @@ def tiny_run_config(name: str) -> ml_collections.ConfigDict:
   multipliers, layer-wise decay, frozen parameters), losses and evaluation mode stay."""
   from segjax.models.backbones import hrformer
   config = load_config(name)
-  test = load_config("test")
   model = config.model.to_dict()
   backbone = model["backbone"]
   family = _family(backbone["name"])
@@ -99,15 +98,7 @@ def tiny_run_config(name: str) -> ml_collections.ConfigDict:
           "pools", "dilations", "ceil_mode", "norm")  # VGG's stage layout (DeepLab, dilation)
   model = _shrink({k: v for k, v in model.items() if k != "backbone"})
   model["backbone"] = {**{k: backbone[k] for k in keep if k in backbone}, **tiny}
-  config.model = model
-  mean, std = config.data.mean, config.data.std
-  config.data = test.data
-  config.data.mean, config.data.std = mean, std
-  mode = config.eval.mode
-  config.eval = test.eval
-  config.eval.mode = mode
-  config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
-                      num_overlays=0, async_checkpoint=False)
+  config = one_step_run(config, model)
   if config.optim.layer_decay_rate != 1.0:  # ConvNeXt: stage-wise over the tiny depths
     config.optim.layer_decay_num_layers = 6
   return config

@@ -38,6 +38,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_integer("batch_size", 0, "Global train/eval batch (default: config's).")
 flags.DEFINE_integer("steps", 5, "Timed steps after warm-up.")
+flags.DEFINE_bool("train", True, "Time the train step; --notrain times inference only (e.g. "
+                  "a real-time model on whole 1024x2048 frames, batch 1).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_enum("dwconv_impl", None, ["auto", "shift", "xla"],
                   "Override the backbone's depthwise conv implementation.")
@@ -75,7 +77,7 @@ def peak_memory_bytes():
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "host peak RSS"
 
 
-def benchmark(config, batch_size, steps, warmup, profile_rows=0):
+def benchmark(config, batch_size, steps, warmup, profile_rows=0, train_step=True):
   mesh = parallel.mesh_for(config)
   grad_accum = config.train.get("grad_accum", 1)
   if grad_accum < 1 or batch_size % grad_accum:
@@ -91,6 +93,9 @@ def benchmark(config, batch_size, steps, warmup, profile_rows=0):
       "label": rng.randint(0, config.data.num_classes, (batch_size, h, w)).astype(np.uint8)},
       mesh)
   state, tx = train.init_state(model, config, mesh, train.optimizer_for(model, config, 1000))
+  if not train_step:
+    variables = state.variables
+    return evaluation(config, mesh, model, variables, batch, steps, warmup), model, variables
   step = train.jit_train_step(model, tx, config, mesh, train.state_shardings(state),
                               donate=False)
   key = jax.random.key(0)
@@ -110,11 +115,20 @@ def benchmark(config, batch_size, steps, warmup, profile_rows=0):
     rows = op_profile.profile(lambda: jax.block_until_ready(one_step()), compiled.as_text())
     op_profile.print_profile(rows, profile_rows)
 
+  out = {"compile_train_s": round(compile_train, 2), "train_step_s": round(train_s, 4),
+         "train_images_per_s": round(batch_size / train_s, 4)}
+  variables = holder["state"].variables
+  out.update(evaluation(config, mesh, model, variables, batch, steps, warmup))
+  return out, model, variables
+
+
+def evaluation(config, mesh, model, variables, batch, steps, warmup):
+  """Inference timings (config.eval's protocol, to labels) and the peak memory so far."""
+  batch_size, h, w = batch["image"].shape[:3]
   logits_fn = evaluate.make_logits_fn(model, config.eval, config.data.num_classes)
   shard = parallel.batch_sharded(mesh)
   fwd = jax.jit(lambda v, x: jnp.argmax(logits_fn(v, x), -1), in_shardings=(None, shard),
                 out_shardings=shard)
-  variables = holder["state"].variables
   t0 = time.perf_counter()
   fwd_c = fwd.lower(variables, batch["image"]).compile()
   compile_eval = time.perf_counter() - t0
@@ -125,11 +139,9 @@ def benchmark(config, batch_size, steps, warmup, profile_rows=0):
   return {
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "image_size": [h, w], "batch_size": batch_size, "eval_mode": config.eval.mode,
-      "compile_train_s": round(compile_train, 2), "compile_eval_s": round(compile_eval, 2),
-      "train_step_s": round(train_s, 4), "train_images_per_s": round(batch_size / train_s, 4),
-      "eval_images_per_s": round(batch_size / eval_s, 4),
+      "compile_eval_s": round(compile_eval, 2), "eval_images_per_s": round(batch_size / eval_s, 4),
       "peak_memory_gib": round(mem / 2**30, 3), "peak_memory_kind": mem_kind,
-  }, model, variables
+  }
 
 
 def compare(config, out, model, variables, batch_size, steps, warmup, which):
@@ -190,7 +202,11 @@ def main(argv):
   batch = FLAGS.batch_size or config.train.batch_size
   if FLAGS.profile:
     op_profile.enable_traceme()
-  out, model, variables = benchmark(config, batch, FLAGS.steps, FLAGS.warmup, FLAGS.profile)
+  if not FLAGS.train and (FLAGS.profile or FLAGS.pipeline or "hf" in FLAGS.compare):
+    raise ConfigError("--profile, --pipeline and --compare=hf time the train step: drop "
+                      "--notrain")
+  out, model, variables = benchmark(config, batch, FLAGS.steps, FLAGS.warmup, FLAGS.profile,
+                                    FLAGS.train)
   if FLAGS.compare:
     compare(config, out, model, variables, batch, FLAGS.steps, FLAGS.warmup, FLAGS.compare)
   if FLAGS.pipeline:

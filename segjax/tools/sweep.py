@@ -40,11 +40,17 @@ from segjax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCALES = ("cpu", "paper")
-# What a `measure` entry runs, and the keys of its final JSON line that become columns.
+# What a `measure` entry runs, and which entries of its final JSON line become which columns
+# (a dotted path reads a nested entry).
 TOOLS = {
-    "summary": (("segjax.tools.summary",), ("params", "gflops")),
+    "summary": (("segjax.tools.summary",), {"params": "params", "gflops": "gflops"}),
     "benchmark": (("segjax.tools.benchmark", "--steps=3", "--warmup=1"),
-                  ("train_images_per_s", "eval_images_per_s", "peak_memory_gib")),
+                  {k: k for k in ("train_images_per_s", "eval_images_per_s", "peak_memory_gib")}),
+    # XLA's memory analysis of the compiled train step (no remat), one device: the memory a
+    # setting needs, free of the host process's baseline that benchmark's peak RSS includes.
+    "train_memory": (("segjax.tools.summary", "--train_memory"),
+                     {"train_temporaries_mib": "train_memory.none.temporaries_mib",
+                      "train_arguments_mib": "train_memory.none.arguments_mib"}),
 }
 
 FLAGS = flags.FLAGS
@@ -84,7 +90,11 @@ class Study:
   scales: Mapping[str, Scale]  # "cpu" and, documented, "paper"
   settings: Sequence[Setting]
   seeds: int = 3
-  measure: Sequence[str] = ()  # "summary" (params, GFLOPs), "benchmark" (img/s, memory)
+  measure: Sequence[str] = ()  # "summary" (params, GFLOPs), "benchmark" (img/s, memory),
+  # "train_memory" (XLA's count for the train step)
+  # Extra flags of a measuring tool, e.g. {"benchmark": ("--notrain", "--batch_size=1",
+  # "--config.data.crop_size=(512, 1024)")}: measure at another size than the runs train at.
+  measure_flags: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   classes: Sequence[str] = ()  # per-class IoU columns (e.g. the rarest classes)
   # Test-time protocols (eval.* overrides): each trained run is also evaluated under each
   # (`segjax.main --mode=evaluate`), and the rows are the evaluations, not the training runs.
@@ -150,7 +160,7 @@ def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
                                                           for l in eval_labels):
     raise ConfigError(f"study {study.name!r}: evaluation labels must be unique file names, "
                       f"got {eval_labels}")
-  for tool in study.measure:
+  for tool in (*study.measure, *study.measure_flags):
     if tool not in TOOLS:
       raise ConfigError(f"study {study.name!r}: measure {tool!r} is not one of {sorted(TOOLS)}")
   base = study.scales[scale]
@@ -241,19 +251,25 @@ def measure(study: Study, run: Run, python: str = sys.executable) -> Dict[str, A
   """The study's measured columns for a setting (cached beside its runs: one per setting)."""
   row = {}
   for tool in study.measure:
-    module_args, keys = TOOLS[tool]
+    module_args, columns = TOOLS[tool]
     cache = os.path.join(os.path.dirname(run.workdir), f"{tool}.json")
     if not os.path.exists(cache):
       cmd = [python, "-m", *module_args, f"--config={run.config}",
-             *override_flags(run.overrides)]
+             *override_flags(run.overrides), *study.measure_flags.get(tool, ())]
       proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
       lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
       if proc.returncode != 0 or not lines:
         raise RuntimeError(f"sweep: {shlex.join(cmd)} failed (exit status {proc.returncode}):\n"
                            f"{proc.stderr[-2000:]}")
+      os.makedirs(os.path.dirname(cache), exist_ok=True)
       _write_json(cache, json.loads(lines[-1]))
     found = _read_json(cache, {})
-    row.update({k: found[k] for k in keys if k in found})
+    for column, path in columns.items():
+      value = found
+      for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+      if value is not None:
+        row[column] = value
   return row
 
 
