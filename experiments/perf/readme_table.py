@@ -50,9 +50,12 @@ def machine() -> str:
 
 def run(args):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-  out = subprocess.run([sys.executable, "-m", "segjax.tools.benchmark", *args], cwd=REPO,
-                       env=env, check=True, capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  proc = subprocess.run([sys.executable, "-m", "segjax.tools.benchmark", *args], cwd=REPO,
+                        env=env, capture_output=True, text=True)
+  if proc.returncode != 0:
+    sys.exit(f"python -m segjax.tools.benchmark {' '.join(args)} failed (exit status "
+             f"{proc.returncode}):\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main():

@@ -197,6 +197,9 @@ def main(argv):
   del argv
   config = FLAGS.config
   if FLAGS.dwconv_impl:
+    if "backbone" not in config.model:
+      raise ConfigError(f"--dwconv_impl sets model.backbone.dwconv_impl; model "
+                        f"{config.model.get('name')!r} has no backbone")
     with config.unlocked():
       config.model.backbone.dwconv_impl = FLAGS.dwconv_impl
   batch = FLAGS.batch_size or config.train.batch_size
@@ -211,8 +214,9 @@ def main(argv):
     compare(config, out, model, variables, batch, FLAGS.steps, FLAGS.warmup, FLAGS.compare)
   if FLAGS.pipeline:
     pipeline(config, out, batch)
-  out["model"] = dict(config.model.backbone).get("name")
-  out["dwconv_impl"] = dict(config.model.backbone).get("dwconv_impl", "auto")
+  backbone = dict(config.model.get("backbone") or {})  # whole models (ENet) have none
+  out["model"] = backbone.get("name") or config.model.get("name")
+  out["dwconv_impl"] = backbone.get("dwconv_impl", "auto")
   for k, v in out.items():
     print(f"{k:<20} {v}")
   print(json.dumps(out))
