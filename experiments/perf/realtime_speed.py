@@ -47,7 +47,7 @@ def main():
            "one device, mean of 3 timed forward passes (to labels) after one untimed.", "",
            "    python -m segjax.tools.benchmark --config=configs/<config>.py " + " ".join(FLAGS),
            "", "| config | " + " | ".join(f"img/s (run {i + 1})" for i in range(args.runs))
-           + " | ms / frame (best) | compile s | peak host RSS GiB |",
+           + " | ms / frame (best) | compile s (run 1, cache may hold it) | peak host RSS GiB |",
            "|---|" + "---:|" * (args.runs + 3)]
   for name in names:
     mine = [r for r in rows if r["config"] == name]
