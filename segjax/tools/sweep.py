@@ -160,9 +160,13 @@ def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
                                                           for l in eval_labels):
     raise ConfigError(f"study {study.name!r}: evaluation labels must be unique file names, "
                       f"got {eval_labels}")
-  for tool in (*study.measure, *study.measure_flags):
+  for tool in study.measure:
     if tool not in TOOLS:
       raise ConfigError(f"study {study.name!r}: measure {tool!r} is not one of {sorted(TOOLS)}")
+  unused = sorted(set(study.measure_flags) - set(study.measure))
+  if unused:
+    raise ConfigError(f"study {study.name!r}: measure_flags for {unused}, which the study does "
+                      f"not measure (measure={tuple(study.measure)})")
   base = study.scales[scale]
   forced = {}
   for item in extra:
