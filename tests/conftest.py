@@ -42,6 +42,27 @@ def one_step_run(config, model, eval_mode=None):
   return config
 
 
+def check_one_step_run(config, workdir) -> None:
+  """Trains `config` (a one_step_run) in `workdir` and checks the run: a finite evaluation of
+  the 12 test images, eval_results.json at step 1, and step 1's checkpoint restoring into the
+  model with finite parameters (a NaN loss would have stopped the run)."""
+  import json
+  import pathlib
+
+  import numpy as np
+  from segjax import checkpoint as ckpt_lib
+  from segjax import evaluate, models, parallel, train
+  workdir = pathlib.Path(workdir)
+  abstract = evaluate.abstract_variables(models.build_model(config), config,
+                                        parallel.make_mesh())
+  results = train.train_and_evaluate(config, str(workdir))
+  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
+  assert json.load(open(workdir / "eval_results.json"))["step"] == 1
+  step, variables = ckpt_lib.Checkpointer(str(workdir)).restore_model("latest", abstract)
+  assert step == 1
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+
+
 def require(module: str):
   """pytest.importorskip, except under CI=true, where a reference that fails to import
   fails the test (CI installs every reference; a skip there would hide a broken check)."""

@@ -5,19 +5,17 @@ one step and evaluates from its own config file with the model at test width, an
 
 STDC's detail loss itself is compared with mmseg's STDCHead in tests/test_losses.py.
 """
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, losses, models, parallel, train
+from segjax import evaluate, losses, models
 from segjax.errors import ConfigError
 from segjax.models import layers
 from tests import mmseg_reference as ref
-from tests.conftest import load_config, one_step_run
+from tests.conftest import check_one_step_run, load_config, one_step_run
 
 SHRINK = {"bisenetv1_r18_d32_city": ref.shrink_bisenetv1_model,
           "bisenetv2_fcn_city": ref.shrink_bisenetv2_model,
@@ -43,14 +41,7 @@ def test_stdc_recipe_trains_one_step_and_evaluates(tmp_path):
   plain FCN heads with cross-entropy, which other recipes train end to end already, and a
   step of each took 1.5-2.5 min on 2 CPU cores (mostly compiling)."""
   config = tiny_config("stdc1_city")
-  abstract = evaluate.abstract_variables(models.build_model(config), config,
-                                        parallel.make_mesh())
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
-  assert json.load(open(tmp_path / "eval_results.json"))["step"] == 1
-  step, variables = ckpt_lib.Checkpointer(str(tmp_path)).restore_model("latest", abstract)
-  assert step == 1
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+  check_one_step_run(config, tmp_path)
 
 
 def test_stdc_heads_carry_align_corners():

@@ -6,19 +6,17 @@ training (DDRNet's auxiliary classifier, PIDNet's P and boundary classifiers) an
 on them, PIDNet's M and L variants, and each recipe training one step from its own config
 file at test widths.
 """
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, losses, models, parallel, train
+from segjax import losses, models
 from segjax.models import layers
 from segjax.models.backbones import icnet, resnet
 from tests import mmseg_reference as ref
-from tests.conftest import load_config, one_step_run
+from tests.conftest import check_one_step_run, load_config, one_step_run
 
 
 def test_batch_norm_momentum_is_torchs():
@@ -143,14 +141,7 @@ def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
   """One step of the recipe (its optimizer, losses, auxiliary heads, BatchNorm settings),
   evaluation, and the step-1 checkpoint restored into the model with finite parameters."""
   config = tiny_run_config(name)
-  abstract = evaluate.abstract_variables(models.build_model(config), config,
-                                        parallel.make_mesh())
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
-  assert json.load(open(tmp_path / "eval_results.json"))["step"] == 1
-  step, variables = ckpt_lib.Checkpointer(str(tmp_path)).restore_model("latest", abstract)
-  assert step == 1
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+  check_one_step_run(config, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------

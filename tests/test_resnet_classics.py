@@ -17,7 +17,6 @@ Evidence per model:
   * One recipe per model trains one step and evaluates through the trainer (tiny widths);
     test_cli.py builds every config.
 """
-import json
 
 import flax.linen as nn
 import jax
@@ -25,13 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, losses, models, parallel, train
+from segjax import losses, models
 from segjax.convert import torch_layout
 from segjax.models import segmentor
 from segjax.models.heads import refinenet_head
 from segjax.models.registry import HEADS
-from tests.conftest import load_config, require
+from tests.conftest import check_one_step_run, load_config, require
 from tests.test_zoo_training import tiny_run_config
 
 
@@ -342,11 +340,4 @@ def tiny_classic_config(name):
 def test_recipe_trains_one_step_and_evaluates(name, tmp_path):
   """test_zoo_training's check on tiny_classic_config(name): one step, evaluation, checkpoint."""
   config = tiny_classic_config(name)
-  abstract = evaluate.abstract_variables(models.build_model(config), config,
-                                        parallel.make_mesh())
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
-  assert json.load(open(tmp_path / "eval_results.json"))["step"] == 1
-  step, variables = ckpt_lib.Checkpointer(str(tmp_path)).restore_model("latest", abstract)
-  assert step == 1
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+  check_one_step_run(config, tmp_path)

@@ -14,14 +14,11 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
 
-from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, models, parallel, train
-from tests.conftest import REPO, load_config, one_step_run, require
+from tests.conftest import REPO, check_one_step_run, load_config, one_step_run, require
 
 # Each family's smallest backbone: the config's own keys that are not widths or depths (image
 # size of the position embedding, out_indices, cls token, final norm, drop path) are kept.
@@ -106,17 +103,7 @@ def tiny_run_config(name: str) -> ml_collections.ConfigDict:
 
 def check_recipe_trains_one_step_and_evaluates(name: str, workdir: pathlib.Path) -> None:
   """configs/<name>.py shrunk by tiny_run_config: one step, evaluation, checkpoint."""
-  config = tiny_run_config(name)
-  abstract = evaluate.abstract_variables(models.build_model(config), config,
-                                        parallel.make_mesh())
-  results = train.train_and_evaluate(config, str(workdir))
-  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
-  saved = json.load(open(workdir / "eval_results.json"))
-  assert saved["step"] == 1
-  # (A NaN loss would have stopped the run.) Step 1's checkpoint restores into the model.
-  step, variables = ckpt_lib.Checkpointer(str(workdir)).restore_model("latest", abstract)
-  assert step == 1
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+  check_one_step_run(tiny_run_config(name), workdir)
 
 
 @pytest.mark.slow
