@@ -431,12 +431,19 @@ def _train(config, workdir, workdir_path) -> Dict[str, Any]:
     logging.info("training steps %d..%d, global batch %d", start_step + 1, num_steps,
                  config.train.batch_size)
   stop = StopSignals(multi_host=jax.process_count() > 1)
+  previous_metrics = None
   try:
     with stop:
       for step in range(start_step + 1, num_steps + 1):
         batch = parallel.global_batch(next(batches), mesh)
         state, metrics = train_step(state, batch, dropout_rng)
         pending.append(metrics)
+        # At most two steps in flight: the devices compute step n while Python waits for n-1.
+        # Unbounded, Python would queue every step up to the next metric fetch (log_every
+        # steps ahead), and a stop request would be acted on only after all of them ran.
+        if previous_metrics is not None:
+          jax.block_until_ready(previous_metrics)
+        previous_metrics = metrics
         if step == start_step + 1:  # the first step compiles; keep it out of images/s
           jax.block_until_ready(state.step)
           logging.info("first step (compile included) took %.1fs", time.time() - last_time)

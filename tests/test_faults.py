@@ -315,6 +315,42 @@ def test_ctrl_c_checkpoints_and_exits_and_a_second_exits_at_once(tmp_path):
   assert step >= 2 and all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
 
 
+def test_sigterm_saves_within_two_steps_of_the_computed_step_not_at_the_next_log(
+    tmp_path, monkeypatch):
+  """A preemption notice is short: the checkpoint must follow the step being computed when
+  the signal came, however far away the next metric fetch (log_every) is. Each step's
+  metrics pass through a host callback that sleeps (a slow step) and counts the steps
+  computed; the 5th sends SIGTERM to this process. Python dispatches steps faster than they
+  compute: with no bound on the steps in flight, this run saved step 11."""
+  config, _ = config_and_args(num_steps=200, log_every=1000, checkpoint_every=1000,
+                              eval_every=1000, async_checkpoint=False)
+  computed = []
+
+  def slow_identity(metrics):
+    time.sleep(0.05)
+    computed.append(len(computed) + 1)
+    if len(computed) == 5:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return metrics
+
+  real_jit_train_step = train.jit_train_step
+
+  def jit_slow_train_step(*args, **kwargs):
+    step = real_jit_train_step(*args, **kwargs)
+    slow = jax.jit(lambda m: jax.pure_callback(slow_identity, m, m))
+
+    def slow_step(state, batch, rng):
+      state, metrics = step(state, batch, rng)
+      return state, slow(metrics)
+    return slow_step
+
+  monkeypatch.setattr(train, "jit_train_step", jit_slow_train_step)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  saved = ckpt_lib.Checkpointer(str(tmp_path / "run"), read_only=True).latest_step()
+  assert 5 <= saved <= 5 + 2, (saved, len(computed))
+  assert len(computed) <= saved + 1  # nothing ran past the saved step but its successor
+
+
 # ------------------------------------------------------------------------- disks
 def test_unwritable_workdir_is_one_error_before_anything(tmp_path):
   _, args = config_and_args(num_steps=2)
