@@ -130,24 +130,8 @@ def mmseg_param_count(config_file: str) -> int:
   mm = import_mmseg()
   import torch
   with torch.device("meta"):
-    model = mm.MODELS.build(_model_config(mm, config_file))
+    model = mm.MODELS.build(references.mmseg_model_config(config_file))
   return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _model_config(mm, config_file: str) -> Dict:
-  """The `model` dict of a shipped config, SyncBN -> BN, no pretrained weights."""
-  cfg = mm.Config.fromfile(os.path.join(mm.configs, config_file))
-  model_cfg = copy.deepcopy(cfg.model.to_dict())
-  model_cfg.pop("data_preprocessor", None)
-  model_cfg.pop("pretrained", None)
-
-  def fix(d):
-    if d.get("type") == "SyncBN":
-      d["type"] = "BN"
-    if "init_cfg" in d:
-      d["init_cfg"] = None
-  _walk(model_cfg, fix)
-  return model_cfg
 
 
 def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0):
@@ -155,7 +139,7 @@ def mmseg_model(config_file: str, shrink: Callable[[Dict], None], seed: int = 0)
   random weights and randomised BN running statistics, after `shrink(model_cfg)`."""
   mm = import_mmseg()
   import torch
-  model_cfg = _model_config(mm, config_file)
+  model_cfg = references.mmseg_model_config(config_file)
   shrink(model_cfg)
   torch.manual_seed(seed)
   model = mm.MODELS.build(model_cfg)

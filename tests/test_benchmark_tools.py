@@ -85,3 +85,28 @@ def test_benchmark_compares_with_hf_mmseg_the_window_loop_and_the_pipeline():
   assert r["pipeline_images_per_s"] > 0
   assert r["pipeline_vs_train"] == pytest.approx(
       r["pipeline_images_per_s"] / r["train_images_per_s"], rel=0.02)
+
+
+def test_benchmark_compares_a_cnn_with_the_model_of_an_mmseg_config():
+  """--mmseg_config: PSPNet R50-D8 against mmseg's own config of it, train step and whole
+  inference at 64x64; both sides count the same parameters (the same model), and the ratios
+  are the quotients of the printed throughputs. A protocol it cannot compare is refused
+  before anything is built."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  args = [sys.executable, "-m", "segjax.tools.benchmark",
+          "--config=configs/pspnet_r50_d8_city.py", "--config.data.crop_size=(64, 64)",
+          "--batch_size=2", "--steps=1", "--warmup=0", "--compare=mmseg",
+          "--mmseg_config=pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py"]
+  refused = subprocess.run(args + ["--config.eval.mode=slide"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert refused.returncode != 0
+  assert ("--mmseg_config times mmseg's whole-image inference against segjax's: it needs "
+          "--compare=mmseg and --config.eval.mode=whole (this config's eval.mode is 'slide')"
+          ) in refused.stderr
+  out = subprocess.run(args + ["--config.eval.mode=whole"], cwd=REPO, env=env, check=True,
+                       capture_output=True, text=True, timeout=900).stdout
+  r = json.loads(out.strip().splitlines()[-1])
+  assert r["params"] == r["mmseg_params"] == 48_975_494, r
+  for k in ("train", "eval"):
+    assert r[f"{k}_vs_mmseg"] == pytest.approx(
+        r[f"{k}_images_per_s"] / r[f"mmseg_{k}_images_per_s"], rel=0.02)

@@ -28,6 +28,7 @@ from segjax.errors import CheckpointError, ConfigError
 from segjax.models import layers
 from segjax.models.backbones.vit import VisionTransformer
 from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
+from segjax.tools import references
 from tests import mmseg_reference as ref
 from tests.conftest import load_config, require
 
@@ -364,8 +365,8 @@ def test_linear_segmenter_param_counts_equal_mmseg(variant):
   """mmseg ships the linear decoder for ViT-S only (counted in test_mmseg_parity.py); the
   others are its mask config with that file's FCNHead, built on torch's meta device."""
   mm = ref.import_mmseg()
-  cfg = ref._model_config(mm, f"segmenter/segmenter_vit-{variant}_mask_8xb1-160k_ade20k-"
-                          "512x512.py")
+  cfg = references.mmseg_model_config(
+      f"segmenter/segmenter_vit-{variant}_mask_8xb1-160k_ade20k-512x512.py")
   dims = {"t": 192, "b": 768, "l": 1024}[variant]
   cfg["decode_head"] = dict(type="FCNHead", in_channels=dims, channels=dims, num_convs=0,
                             dropout_ratio=0.0, concat_input=False, num_classes=150,

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from segjax import evaluate, models, parallel, train
@@ -48,6 +48,11 @@ flags.DEFINE_multi_enum("compare", [], ["hf", "mmseg", "loop"],
                         "HF transformers' PyTorch SegFormer train step and inference; loop = "
                         "slide inference as a Python loop over windows; mmseg = mmseg's "
                         "slide_inference (segjax.tools.references).")
+flags.DEFINE_string("mmseg_config", "", "With --compare=mmseg: time the model of this config "
+                    "shipped inside mmseg 1.2.2 (relative to mmseg/.mim/configs, e.g. "
+                    "pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py): its train step and "
+                    "whole-image inference against segjax's, instead of SegFormer's slide "
+                    "inference.")
 flags.DEFINE_list("slide_image", ["1024", "2048"], "Image size (h, w) for the slide "
                   "comparisons; windows and stride are config.eval's when eval.mode is "
                   "'slide', else 1024 and 768.")
@@ -152,7 +157,20 @@ def compare(config, out, model, variables, batch_size, steps, warmup, which):
       out[f"hf_{k}_images_per_s"] = round(ref[f"{k}_images_per_s"], 4)
       out[f"{k}_vs_hf"] = round(out[f"{k}_images_per_s"] / ref[f"{k}_images_per_s"], 2)
     out["torch_threads"] = ref["torch_threads"]
-  if {"loop", "mmseg"} & set(which):
+  if "mmseg" in which and FLAGS.mmseg_config:
+    ref = references.mmseg_model(config, FLAGS.mmseg_config, batch_size, steps, warmup,
+                                 train="train_images_per_s" in out)
+    out["params"] = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    out["mmseg_params"] = ref["params"]
+    if out["params"] != ref["params"]:
+      logging.warning("the models differ: segjax has %d parameters, mmseg's %s has %d",
+                      out["params"], FLAGS.mmseg_config, ref["params"])
+    for k in ("train", "eval"):
+      if f"{k}_images_per_s" in ref:
+        out[f"mmseg_{k}_images_per_s"] = round(ref[f"{k}_images_per_s"], 4)
+        out[f"{k}_vs_mmseg"] = round(out[f"{k}_images_per_s"] / ref[f"{k}_images_per_s"], 2)
+    out["torch_threads"] = ref["torch_threads"]
+  if "loop" in which or ("mmseg" in which and not FLAGS.mmseg_config):
     hw = tuple(int(v) for v in FLAGS.slide_image)
     if config.eval.mode == "slide":
       crop, stride = tuple(config.eval.crop_size), tuple(config.eval.stride)
@@ -208,6 +226,10 @@ def main(argv):
   if not FLAGS.train and (FLAGS.profile or FLAGS.pipeline or "hf" in FLAGS.compare):
     raise ConfigError("--profile, --pipeline and --compare=hf time the train step: drop "
                       "--notrain")
+  if FLAGS.mmseg_config and ("mmseg" not in FLAGS.compare or config.eval.mode != "whole"):
+    raise ConfigError("--mmseg_config times mmseg's whole-image inference against segjax's: "
+                      "it needs --compare=mmseg and --config.eval.mode=whole (this config's "
+                      f"eval.mode is {config.eval.mode!r})")
   out, model, variables = benchmark(config, batch, FLAGS.steps, FLAGS.warmup, FLAGS.profile,
                                     FLAGS.train)
   if FLAGS.compare:

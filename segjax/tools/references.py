@@ -3,8 +3,11 @@
   hf:    HF transformers' PyTorch SegFormer (MiT encoders with the SegFormer head): an AdamW
          train step (forward with labels, loss, backward, step) and inference under
          torch.inference_mode (logits resized to the input, argmax).
-  mmseg: mmsegmentation 1.2.2's EncoderDecoder with the same encoder and head, whole-image
-         and slide inference (its `slide_inference`).
+  mmseg: mmsegmentation 1.2.2's EncoderDecoder with the same encoder and head: for a
+         SegFormer config, slide inference (its `slide_inference`); for the model of any
+         config shipped inside mmseg (--mmseg_config, e.g. PSPNet or DeepLabv3+ R50-D8), its
+         train step (loss of every head, backward, the config's SGD or AdamW step) and
+         whole-image inference (`encode_decode`, argmax).
   loop:  segjax's own jitted forward, called window by window from a Python loop (what
          slide inference costs without batching the windows).
 
@@ -41,8 +44,10 @@ def _segformer_variant(config) -> dict:
   head = dict(config.model.get("decode_head", {}))
   if not name.startswith("mit_") or name[4:] not in mit.MIT_VARIANTS or (
       head.get("name") != "segformer_head"):
-    raise ConfigError(f"--compare=hf/mmseg times SegFormer (mit_b0..b5 + segformer_head); "
-                      f"this config has backbone {name!r} and head {head.get('name')!r}")
+    raise ConfigError(f"--compare=hf, and --compare=mmseg without --mmseg_config, time "
+                      f"SegFormer (mit_b0..b5 + segformer_head); this config has backbone "
+                      f"{name!r} and head {head.get('name')!r} (for a model mmseg ships, name "
+                      f"its config with --mmseg_config)")
   return {**mit.MIT_VARIANTS[name[4:]], "channels": head.get("channels", 256)}
 
 
@@ -120,6 +125,96 @@ def _import_mmseg():
                       f"'.[test]'): {e}") from e
   register_all_modules()
   return mmseg.models
+
+
+def mmseg_model_config(config_file: str) -> Dict:
+  """The `model` dict of a config shipped inside mmseg 1.2.2 (`mmseg/.mim/configs/
+  <config_file>`), as every comparison builds it: SyncBN -> BN (one process), no pretrained
+  weights (no downloads) and no data preprocessor (inputs come normalised). Also used by the
+  tests' mmseg reference."""
+  import copy  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  mmseg_models = _import_mmseg()
+  from mmengine.config import Config  # pylint: disable=import-outside-toplevel
+  configs = os.path.join(os.path.dirname(os.path.dirname(mmseg_models.__file__)), ".mim",
+                         "configs")
+  path = os.path.join(configs, config_file)
+  if not os.path.isfile(path):
+    raise ConfigError(f"mmseg 1.2.2 ships no config {config_file!r} ({path} does not "
+                      f"exist; names are relative to {configs}, e.g. "
+                      "pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py)")
+  model_cfg = copy.deepcopy(Config.fromfile(path).model.to_dict())
+  model_cfg.pop("data_preprocessor", None)
+  model_cfg.pop("pretrained", None)
+
+  def fix(node):
+    if isinstance(node, dict):
+      if node.get("type") == "SyncBN":
+        node["type"] = "BN"
+      if "init_cfg" in node:
+        node["init_cfg"] = None
+      for v in node.values():
+        fix(v)
+    elif isinstance(node, (list, tuple)):
+      for v in node:
+        fix(v)
+  fix(model_cfg)
+  return model_cfg
+
+
+def mmseg_model(config, config_file: str, batch_size: int, steps: int, warmup: int,
+                train: bool = True) -> Dict[str, float]:
+  """Train and whole-image inference images/s of mmseg's model of `config_file` at the
+  config's crop size and number of classes (every head's `num_classes` set to it), with the
+  segjax config's optimizer (SGD with its momentum, else AdamW) and its parameter count.
+  mmseg's train-mode BatchNorm needs batch >= 2 where a head pools to 1x1 (PSPNet)."""
+  torch = _torch()
+  mmseg_models = _import_mmseg()
+  from mmengine.structures import PixelData  # pylint: disable=import-outside-toplevel
+  from mmseg.structures import SegDataSample  # pylint: disable=import-outside-toplevel
+  model_cfg = mmseg_model_config(config_file)
+  num_classes = config.data.num_classes
+  for key in ("decode_head", "auxiliary_head"):
+    heads = model_cfg.get(key) or []
+    for head in heads if isinstance(heads, list) else [heads]:
+      head["num_classes"] = num_classes
+  torch.manual_seed(0)
+  model = mmseg_models.build_segmentor(model_cfg)
+  h, w = config.data.crop_size
+  rng = np.random.RandomState(0)
+  x = torch.from_numpy(rng.randn(batch_size, 3, h, w).astype(np.float32))
+  meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w))
+  samples = []
+  for label in rng.randint(0, num_classes, (batch_size, h, w)):
+    sample = SegDataSample(metainfo=meta)
+    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label[None]).long())
+    samples.append(sample)
+  if config.optim.get("name", "adamw") == "sgd":
+    opt = torch.optim.SGD(model.parameters(), lr=config.optim.lr,
+                          momentum=config.optim.momentum,
+                          weight_decay=config.optim.weight_decay)
+  else:
+    opt = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+                            weight_decay=config.optim.weight_decay)
+
+  def train_step():
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    losses = model.loss(x, samples)
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+    opt.step()
+
+  def infer():
+    model.eval()
+    with torch.inference_mode():
+      return model.encode_decode(x, [meta] * batch_size).argmax(1)
+
+  out = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+         "torch_threads": torch.get_num_threads()}
+  if train:
+    out["train_images_per_s"] = batch_size / _median_time(train_step, steps, warmup)
+  out["eval_images_per_s"] = batch_size / _median_time(infer, steps, warmup)
+  return out
 
 
 def mmseg_segformer_slide(config, image_hw, crop, stride, steps: int,
