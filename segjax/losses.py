@@ -14,6 +14,7 @@ A head config's `loss` is a sequence of `{"name": ..., "weight": ..., **options}
 `LossSpec` the model carries (`EncoderDecoder.output_losses`), and `segmentation_loss` sums a
 model's outputs' losses into the training loss.
 """
+import math
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -41,6 +42,13 @@ CITYSCAPES_CLASS_WEIGHT = (
     0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023, 0.9539,
     0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507)
 NAMED_CLASS_WEIGHTS = {"cityscapes": CITYSCAPES_CLASS_WEIGHT}
+
+
+def enet_class_weights(frequencies, c: float = 1.02) -> Tuple[float, ...]:
+  """ENet's class weights (Paszke et al. 2016, also ERFNet's): 1 / ln(c + p) for a class
+  covering a share p of the training pixels. Bounded by 1 / ln(c) (50.5 for c = 1.02), so a
+  class that is almost never seen is not weighted without limit."""
+  return tuple(round(1.0 / math.log(c + float(p)), 4) for p in frequencies)
 
 # mmseg's weight_reduce_loss divides by (avg_factor + eps) so an all-ignored batch gives 0.
 _EPS = float(jnp.finfo(jnp.float32).eps)

@@ -612,3 +612,10 @@ def test_bad_loss_configs_name_the_key(test_config, where, entry, match):
   head["loss"] = ({"name": "cross_entropy"}, entry)
   with pytest.raises(ConfigError, match=match):
     models.build_model(test_config)
+
+
+def test_enet_class_weights_are_one_over_log_of_c_plus_the_share():
+  weights = losses.enet_class_weights((0.4055, 0.0, 1.0))
+  np.testing.assert_allclose(weights, (1 / np.log(1.4255), 1 / np.log(1.02), 1 / np.log(2.02)),
+                             atol=1e-4)
+  assert weights[1] == pytest.approx(50.4983, abs=1e-4)  # the bound, for a class never seen

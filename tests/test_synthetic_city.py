@@ -74,6 +74,11 @@ def test_every_class_appears_with_strong_imbalance(train_examples):
            for n in ("person", "rider", "bicycle", "motorcycle", "pole", "traffic sign")]
   assert fraction[large].min() > 10 * fraction[small].max()
   assert fraction[cityscapes.CLASS_NAMES.index("road")] > 0.2
+  # The shares the studies' class-weighted loss is built from are these scenes' shares.
+  np.testing.assert_allclose(fraction, synthetic_city.CLASS_FREQUENCIES, rtol=1e-3)
+  few = np.bincount(np.concatenate([m.ravel() for _, m in train_examples[:3]]),
+                    minlength=NUM_CLASSES)
+  np.testing.assert_allclose(synthetic_city.class_frequencies(3), few / few.sum(), rtol=1e-12)
 
 
 def test_colour_does_not_give_the_labels_away(train_examples):

@@ -36,6 +36,12 @@ from segjax.data.registry import DATASETS
 
 DEFAULT_IMAGE_SIZE = (256, 512)  # (h, w): Cityscapes' 1:2 frame at 1/4 of its side
 _ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+# Each class's share of the pixels of the first 200 training scenes (seed 0, 256x512):
+# class_frequencies(200), rounded to 4 digits (tests/test_synthetic_city.py recomputes it).
+CLASS_FREQUENCIES = (
+    0.4055, 0.08088, 0.2622, 0.005133, 0.00342, 0.003747, 0.0003736, 0.001215, 0.09146,
+    0.02237, 0.08494, 0.004024, 0.0002413, 0.02791, 0.003481, 0.002078, 0.00057, 7.843e-05,
+    0.0003524)
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE = (
     _ID[n] for n in ("road", "sidewalk", "building", "wall", "fence", "pole"))
 LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON = (
@@ -852,6 +858,16 @@ class SyntheticCity(synthetic.Synthetic):
 
   def __init__(self, split: str, size: int, image_size=DEFAULT_IMAGE_SIZE, seed: int = 0):
     super().__init__(split, size, image_size, seed)
+
+
+def class_frequencies(num_scenes: int, image_size=DEFAULT_IMAGE_SIZE,
+                      seed: int = 0) -> np.ndarray:
+  """Each class's share of the pixels of the first `num_scenes` training scenes, (19,)."""
+  source = SyntheticCity("train", num_scenes, image_size, seed)
+  counts = np.zeros(len(CLASS_NAMES), np.int64)
+  for index in range(num_scenes):
+    counts += np.bincount(source.load(index)[1].ravel(), minlength=len(CLASS_NAMES))
+  return counts / counts.sum()
 
 
 def _open(data_cfg, split):
