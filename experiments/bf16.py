@@ -2,7 +2,7 @@
 the same mIoU within 0.02"), 3 seeds each, so the gap is read against the seed spread.
 
   python experiments/bf16.py                 # --scale=cpu: the quickstart cut to 300 steps
-  python experiments/bf16.py --scale=paper   # the whole 1000-step quickstart (~7 min a run)
+  python experiments/bf16.py --scale=paper   # the whole 1000-step quickstart (~8 min a run)
 
 model.dtype="bfloat16" computes activations in bfloat16 with float32 parameters, optimizer
 state and loss (the logits are cast to float32 before they are resized to the labels).
