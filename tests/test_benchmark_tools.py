@@ -90,8 +90,8 @@ def test_benchmark_compares_with_hf_mmseg_the_window_loop_and_the_pipeline():
 def test_benchmark_compares_a_cnn_with_the_model_of_an_mmseg_config():
   """--mmseg_config: PSPNet R50-D8 against mmseg's own config of it, train step and whole
   inference at 64x64; both sides count the same parameters (the same model), and the ratios
-  are the quotients of the printed throughputs. A protocol it cannot compare is refused
-  before anything is built."""
+  are the quotients of the printed throughputs. A protocol it cannot compare, or a config
+  mmseg does not ship, is refused before anything is built."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   args = [sys.executable, "-m", "segjax.tools.benchmark",
           "--config=configs/pspnet_r50_d8_city.py", "--config.data.crop_size=(64, 64)",
@@ -103,6 +103,11 @@ def test_benchmark_compares_a_cnn_with_the_model_of_an_mmseg_config():
   assert ("--mmseg_config times mmseg's whole-image inference against segjax's: it needs "
           "--compare=mmseg and --config.eval.mode=whole (this config's eval.mode is 'slide')"
           ) in refused.stderr
+  misnamed = subprocess.run(args[:-1] + ["--mmseg_config=pspnet/nope.py",
+                                         "--config.eval.mode=whole"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert misnamed.returncode != 0 and "compile_train_s" not in misnamed.stdout
+  assert "mmseg 1.2.2 ships no config 'pspnet/nope.py'" in misnamed.stderr
   out = subprocess.run(args + ["--config.eval.mode=whole"], cwd=REPO, env=env, check=True,
                        capture_output=True, text=True, timeout=900).stdout
   r = json.loads(out.strip().splitlines()[-1])

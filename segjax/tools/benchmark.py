@@ -230,6 +230,8 @@ def main(argv):
     raise ConfigError("--mmseg_config times mmseg's whole-image inference against segjax's: "
                       "it needs --compare=mmseg and --config.eval.mode=whole (this config's "
                       f"eval.mode is {config.eval.mode!r})")
+  if FLAGS.mmseg_config:
+    references.mmseg_model_config(FLAGS.mmseg_config)  # a wrong name fails before the timing
   out, model, variables = benchmark(config, batch, FLAGS.steps, FLAGS.warmup, FLAGS.profile,
                                     FLAGS.train)
   if FLAGS.compare:
