@@ -42,10 +42,11 @@ def one_step_run(config, model, eval_mode=None):
   return config
 
 
-def check_one_step_run(config, workdir) -> None:
-  """Trains `config` (a one_step_run) in `workdir` and checks the run: a finite evaluation of
-  the 12 test images, eval_results.json at step 1, and step 1's checkpoint restoring into the
-  model with finite parameters (a NaN loss would have stopped the run)."""
+def check_one_step_run(config, workdir, num_images: int = 12) -> None:
+  """Trains `config` (a one-step run, e.g. one_step_run's) in `workdir` and checks the run: an
+  evaluation of `num_images` images (the 12 test images by default) with mIoU in [0, 1],
+  eval_results.json at step 1, and step 1's checkpoint restoring into the model with finite
+  parameters (a NaN loss would have stopped the run)."""
   import json
   import pathlib
 
@@ -56,7 +57,7 @@ def check_one_step_run(config, workdir) -> None:
   abstract = evaluate.abstract_variables(models.build_model(config), config,
                                         parallel.make_mesh())
   results = train.train_and_evaluate(config, str(workdir))
-  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 12
+  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == num_images
   assert json.load(open(workdir / "eval_results.json"))["step"] == 1
   step, variables = ckpt_lib.Checkpointer(str(workdir)).restore_model("latest", abstract)
   assert step == 1

@@ -1,7 +1,6 @@
 """U-Net and UNet++ (whole models): parameter counts against the papers' architectures and the
 official UNet++ code, the overlap-tile alignment of the valid U-Net by value, input-size rules,
 UNet++ pruning and deep supervision, and both folder recipes through the real trainer."""
-import json
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segjax import checkpoint as ckpt_lib
-from segjax import evaluate, losses, models, parallel, train
+from segjax import losses, models
 from segjax.errors import ConfigError
 from segjax.models import unet, unet_plusplus
-from tests.conftest import load_config
+from tests.conftest import check_one_step_run, load_config
 
 TINY = (4, 8, 16, 16, 32)  # test widths, five levels (four poolings) like the papers'
 # The recipe runs use three levels: the trainer jits model.init and the train step, which
@@ -300,12 +298,4 @@ def test_folder_recipe_trains_one_step_and_evaluates(name, tmp_path):
   config.eval.mode = mode
   config.train.update(batch_size=8, num_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
                       num_overlays=0, async_checkpoint=False)
-  abstract = evaluate.abstract_variables(models.build_model(config), config,
-                                        parallel.make_mesh())
-  workdir = tmp_path / "run"
-  results = train.train_and_evaluate(config, str(workdir))
-  assert 0 <= results["mIoU"] <= 1 and results["num_images"] == 4
-  assert json.load(open(workdir / "eval_results.json"))["step"] == 1
-  step, variables = ckpt_lib.Checkpointer(str(workdir)).restore_model("latest", abstract)
-  assert step == 1
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables["params"]))
+  check_one_step_run(config, tmp_path / "run", num_images=4)
