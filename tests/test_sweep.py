@@ -95,17 +95,20 @@ def test_tpu_launch_lines_are_launch_sh_commands(tmp_path):
 
 
 def test_aggregate_gives_mean_and_sample_std_per_setting():
-  rows = [{"setting": "a", "seed": 0, "step": 9, "mIoU": 0.5, "gflops": 2.0, "config": "c"},
-          {"setting": "a", "seed": 1, "step": 9, "mIoU": 0.7, "gflops": 2.0, "config": "c"},
+  rows = [{"setting": "a", "seed": s, "step": 9, "mIoU": 0.5 + 0.1 * s, "gflops": 0.982,
+           "config": "c"} for s in (0, 2)]
+  rows += [{"setting": "a", "seed": 1, "step": 9, "mIoU": 0.6, "gflops": 0.982, "config": "c"},
           {"setting": "b", "seed": 0, "step": 9, "mIoU": 0.6, "IoU.disc": 0.25}]
   a, b = sweep.aggregate(rows)
-  assert a["n"] == 2 and a["mIoU"][0] == pytest.approx(0.6)
-  assert a["mIoU"][1] == pytest.approx(math.sqrt(0.02))  # sample std (n - 1)
-  assert a["gflops"] == (2.0, 0.0) and "config" not in a and "seed" not in a
+  assert a["n"] == 3 and a["mIoU"][0] == pytest.approx(0.6)
+  assert a["mIoU"][1] == pytest.approx(0.1)  # sample std (n - 1)
+  # Equal values (a column measured once per setting) give exactly that value and std 0, not
+  # the summation's rounding (a mean of 0.9819999999999999 and a std of 1.4e-16).
+  assert a["gflops"] == (0.982, 0.0) and "config" not in a and "seed" not in a
   assert b["n"] == 1 and b["mIoU"][0] == 0.6 and math.isnan(b["mIoU"][1])
   assert b["IoU.disc"][0] == 0.25 and "IoU.disc" not in a
   table = sweep.markdown(STUDY, "cpu", [a, b])
-  assert "| a | 2 | 60.00 ± 14.14 | 2 ± 0 |  |" in table
+  assert "| a | 3 | 60.00 ± 10.00 | 0.982 |  |" in table
   assert "| b | 1 | 60.00 |  | 25.00 |" in table
 
 

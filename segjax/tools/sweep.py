@@ -320,9 +320,11 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
       values = [float(r[key]) for r in group if _numeric(r.get(key))]
       if not values:
         continue
-      mean = sum(values) / len(values)
-      std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-             if len(values) > 1 else float("nan"))
+      if len(set(values)) == 1:  # e.g. a column measured once per setting: exactly (v, 0)
+        mean, std = values[0], (0.0 if len(values) > 1 else float("nan"))
+      else:
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
       agg[key] = (mean, std)
     out.append(agg)
   return out
@@ -337,13 +339,14 @@ def _cell(key: str, value: Tuple[float, float]) -> str:
   pct = key.startswith(("mIoU", "mAcc", "aAcc", "mDice", "IoU."))
   scale, fmt = (100.0, "{:.2f}") if pct else (1.0, "{:.4g}")
   text = fmt.format(mean * scale)
-  return text if math.isnan(std) else f"{text} ± {fmt.format(std * scale)}"
+  return text if math.isnan(std) or std == 0 else f"{text} ± {fmt.format(std * scale)}"
 
 
 def markdown(study: Study, scale: str, table: Sequence[Dict[str, Any]]) -> str:
   columns = [k for k in dict.fromkeys(k for r in table for k in r) if k not in ("setting", "n")]
   lines = [f"# {study.name} ({scale})", "", study.description.strip(), "",
-           "Mean ± sample std over seeds; IoU/accuracy in %. Written by `segjax.tools.sweep` "
+           "Mean ± sample std over seeds (a bare value: every seed gave it, as the columns "
+           "measured once per setting do); IoU/accuracy in %. Written by `segjax.tools.sweep` "
            "from the runs' eval_results.json.", "",
            "| setting | seeds | " + " | ".join(columns) + " |",
            "|---|---|" + "---|" * len(columns)]
