@@ -8,8 +8,15 @@ motorcycle ~0.01%): mIoU and the IoU of the rarest classes.
 
 The losses' options are in configs/synthetic_city_ablation.py (LOSSES).
 """
+from segjax.data import synthetic_city
 from segjax.tools import sweep
 
+# The columns: every class under 1% of synthetic_city's training pixels, chosen by that rule
+# (not by the results), rarest last. A class that no val scene has and no run predicted has no
+# IoU and so no column (train, in the 50 cpu-scale val scenes).
+RARE_CLASSES = tuple(name for _, name in sorted(
+    ((-p, name) for name, p in zip(synthetic_city.CLASS_NAMES,
+                                   synthetic_city.CLASS_FREQUENCIES) if p < 0.01)))
 STUDY = sweep.Study(
     name="losses",
     description="The decode head's loss on an imbalanced street scene set: does weighting, "
@@ -19,8 +26,8 @@ STUDY = sweep.Study(
             "paper": sweep.Scale("configs/synthetic_city_ablation.py:recipe=cityscapes")},
     settings=[sweep.Setting(l, choices=f"loss={l}")
               for l in ("ce", "wce", "focal", "dice", "lovasz", "ohem")],
-    classes=("rider", "motorcycle", "bicycle", "train", "pole", "traffic light"),
-    plots=(("setting", "mIoU"), ("setting", "IoU.motorcycle")))
+    classes=RARE_CLASSES,
+    plots=(("setting", "mIoU"), ("setting", "mAcc")))
 
 if __name__ == "__main__":
   sweep.main(STUDY)
