@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from segjax.data import cityscapes
+from segjax.data import synthetic_city
 from segjax.errors import ConfigError
 from segjax.tools import sweep
 from tests.conftest import REPO, load_config
@@ -279,4 +279,4 @@ def test_every_study_script_plans_at_both_scales_and_names_real_config_keys(tmp_
             node = node[part]
     # The per-class columns name synthetic_city's (Cityscapes') classes: a misspelt one would
     # fail only when the report is written, after the runs.
-    assert set(study.classes) <= set(cityscapes.CLASS_NAMES), (study.name, study.classes)
+    assert set(study.classes) <= set(synthetic_city.CLASS_NAMES), (study.name, study.classes)
