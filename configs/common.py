@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.photometric = True
   c.data.mean = CITYSCAPES_MEAN
   c.data.std = CITYSCAPES_STD
-  c.data.num_parallel_calls = 0  # 0 = tf.data.AUTOTUNE
+  c.data.num_parallel_calls = 0  # 0 = tf.data.AUTOTUNE's start, min(16, cores), not tuned
   c.data.synthetic_train_size = 512
   c.data.synthetic_eval_size = 64
   c.data.synthetic_image_size = (128, 128)

@@ -75,9 +75,22 @@ def iterate(ds: tf.data.Dataset, loader: _Loader) -> Iterator[Dict[str, np.ndarr
 
 
 def _options() -> tf.data.Options:
+  """Deterministic order on TF's shared thread pool, with tf.data's autotuner off.
+
+  The autotuner runs a model thread whose optimisation loop sleeps on a timed wait that grows
+  to a minute; deleting the iterator waits for that thread. With JAX training on every core
+  the wake-up was missed: after SIGTERM, with the checkpoint already saved, a synthetic_city
+  run on a loaded 2-core machine took 51-59 s to exit (4 trials; gdb: main thread in
+  `~RootDataset::Iterator` waiting on `Model::OptimizeLoop`), longer than a preemptible VM's
+  grace period; with the autotuner off, 9.1-9.8 s (a gdb stack dump included).
+  Without the autotuner, `AUTOTUNE` map parallelism stays at TF's starting value, min(16,
+  cores) (2 concurrent calls on a 2-core machine, as with it); `data.num_parallel_calls` sets
+  it explicitly.
+  """
   opts = tf.data.Options()
   opts.deterministic = True
   opts.threading.private_threadpool_size = 0  # shared pool; JAX gets the cores it needs
+  opts.autotune.enabled = False
   return opts
 
 
