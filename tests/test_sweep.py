@@ -4,8 +4,12 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -193,6 +197,35 @@ def test_a_failing_run_stops_the_study_with_its_log(tmp_path):
   with pytest.raises(RuntimeError, match=r"run .*bad/seed0 failed \(exit status 2\)"):
     sweep.execute(run)
   assert "error: unknown config key 'train.num_stepz'" in open(run.log).read()
+
+
+def test_sigterm_to_the_sweep_checkpoints_its_run_and_keeps_the_time(tmp_path):
+  """A preempted sweep passes the notice on: the run saves and exits (not trains on, orphaned)
+  and the minutes it ran still count in the study's run_minutes."""
+  script = tmp_path / "long.py"
+  script.write_text(
+      "from segjax.tools import sweep\n"
+      "sweep.main(sweep.Study('long', '', {'cpu': sweep.Scale('configs/test.py', {\n"
+      "    'train.num_steps': 500, 'train.log_every': 1, 'train.eval_every': 1000,\n"
+      "    'train.checkpoint_every': 1000})}, (sweep.Setting('a', {}),), seeds=1))\n")
+  runs = tmp_path / "runs"
+  proc = subprocess.Popen([sys.executable, str(script), f"--runs={runs}"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True)
+  log = runs / "long" / "cpu" / "a" / "seed0.log"
+  deadline = time.time() + 240
+  while not (log.exists() and "step 3/500" in log.read_text()):
+    assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  try:
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 1 and "sweep: stopped during" in stderr, stderr[-2000:]
+  step = int(re.search(r"checkpoint of step (\d+) saved, exiting", log.read_text()).group(1))
+  assert 3 <= step < 500
+  assert json.load(open(f"{runs}/long/cpu/a/seed0.time.json"))["wall_s"] > 0
 
 
 def test_the_ablation_bed_builds_every_choice_and_refuses_bad_ones():
