@@ -468,7 +468,7 @@ def main_with(study: Study, script: str) -> None:
     print("\n".join(launch_lines(runs, FLAGS.launch, study.evaluations)))
     return
   if not FLAGS.collect:
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
     for i, run in enumerate(runs):
       if finished(run.workdir):
         print(f"[{i + 1}/{len(runs)}] {run.setting.label} seed {run.seed}: finished", flush=True)
@@ -482,7 +482,7 @@ def main_with(study: Study, script: str) -> None:
         sys.exit(f"sweep: stopped during {run.workdir} (its checkpoint and time are kept; the "
                  "same command resumes the study)")
       print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, previous)
     for run in runs:
       for evaluation in study.evaluations:
         if not os.path.exists(evaluation_path(run, evaluation)):
