@@ -1,6 +1,7 @@
 """Test set-up: 8 fake CPU devices and a shared compile cache, before JAX is imported."""
 import os
 import tempfile
+import time
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -15,6 +16,23 @@ import pytest  # noqa: E402
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_for(path, text, proc, timeout=240) -> None:
+  """Waits until the log file `path` (perhaps not yet created) holds `text`; fails with its
+  tail if `proc` exits without writing it or `timeout` seconds pass."""
+  def read():
+    return open(path).read() if os.path.exists(path) else ""
+
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if text in read():
+      return
+    if proc.poll() is not None:  # it may have written the text and exited since the read
+      assert text in read(), read()[-3000:]
+      return
+    time.sleep(0.2)
+  raise AssertionError(f"{text!r} not in {path} after {timeout}s")
 
 
 def load_config(name: str, arg=None):

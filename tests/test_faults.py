@@ -23,7 +23,7 @@ from segjax import evaluate, models, parallel, train
 from segjax import workdir as workdir_lib
 from segjax.errors import CheckpointError, ConfigError, DamagedCheckpointError, WorkdirError
 from segjax.inference import Segmenter
-from tests.conftest import REPO, load_config
+from tests.conftest import REPO, load_config, wait_for
 
 RUNNER = os.path.join(REPO, "tests", "fault_runner.py")
 
@@ -60,18 +60,6 @@ def run(workdir, args, moment="none", limit_file_size=None, timeout=300):
 
 def user_lines(stderr, kind):
   return [line for line in stderr.splitlines() if line.startswith(f"{kind}:")]
-
-
-def wait_for(path, text, proc, timeout=240):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if text in open(path).read():
-      return
-    if proc.poll() is not None:  # it may have written the text and exited since the read
-      assert text in open(path).read(), open(path).read()[-3000:]
-      return
-    time.sleep(0.2)
-  raise AssertionError(f"{text!r} not in {path} after {timeout}s")
 
 
 def restore(workdir, config, which="latest"):
@@ -294,7 +282,7 @@ def test_ctrl_c_checkpoints_and_exits_and_a_second_exits_at_once(tmp_path):
   proc.send_signal(signal.SIGINT)
   wait_for(f"{once}.stderr", "saved, exiting", proc, timeout=120)
   try:  # a preemptible VM kills the process ~30 s after its notice; a clean exit beats that
-    proc.wait(timeout=30)  # (tf.data's autotune thread once held the exit for up to 52 s)
+    proc.wait(timeout=30)  # (tf.data's autotune thread once held the exit for up to 59 s)
   except subprocess.TimeoutExpired:
     proc.kill()
     pytest.fail("the checkpoint was saved but the process was still alive 30 s later")

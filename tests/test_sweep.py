@@ -9,14 +9,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from segjax.data import synthetic_city
 from segjax.errors import ConfigError
 from segjax.tools import sweep
-from tests.conftest import REPO, load_config
+from tests.conftest import REPO, load_config, wait_for
 
 # Two tiny settings of configs/test.py, 2 steps each (one evaluation, at the end).
 TINY = {"train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
@@ -213,12 +212,9 @@ def test_sigterm_to_the_sweep_checkpoints_its_run_and_keeps_the_time(tmp_path):
                           env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, text=True)
   log = runs / "long" / "cpu" / "a" / "seed0.log"
-  deadline = time.time() + 240
-  while not (log.exists() and "step 3/500" in log.read_text()):
-    assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
   try:
+    wait_for(log, "step 3/500", proc)
+    proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
   finally:
     proc.kill()
