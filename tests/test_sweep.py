@@ -141,6 +141,65 @@ def test_measure_passes_the_study_flags_reads_nested_columns_and_caches(tmp_path
                str(tmp_path))
 
 
+def _fake_finished_run(run, miou):
+  """A workdir as a finished 2-step run leaves it (what result_row and finished read)."""
+  os.makedirs(run.workdir)
+  with open(os.path.join(run.workdir, "config.json"), "w") as f:
+    json.dump({"train": {"num_steps": 2}}, f)
+  with open(os.path.join(run.workdir, "eval_results.json"), "w") as f:
+    json.dump({"step": 2, "metrics": {"mIoU": miou, "aAcc": 0.9, "IoU": {"disc": miou}}}, f)
+
+
+def test_recorded_rows_stand_for_runs_whose_workdir_is_gone(tmp_path, monkeypatch, capsys):
+  runs_dir, out = tmp_path / "runs", tmp_path / "out"
+  measured = []
+
+  def tool(cmd, **kwargs):  # summary, measured again wherever its cache is gone
+    measured.append(cmd)
+    return subprocess.CompletedProcess(cmd, 0, json.dumps({"params": 5, "gflops": 1.5}), "")
+
+  monkeypatch.setattr(sweep.subprocess, "run", tool)
+  runs = sweep.plan(STUDY, "cpu", str(runs_dir), seeds=2)
+  for run, miou in zip(runs, (0.25, 0.35, 0.3, 0.4)):
+    _fake_finished_run(run, miou)
+  rows = sweep.report(STUDY, "cpu", runs, str(out))
+  assert [(r["setting"], r["seed"], r["mIoU"]) for r in rows] == [
+      ("head8", 0, 0.25), ("head8", 1, 0.35), ("head16", 0, 0.3), ("head16", 1, 0.4)]
+  assert len(measured) == 2 and rows[0]["gflops"] == 1.5
+
+  # The machine is gone: every workdir deleted. The report is rebuilt from the record, its
+  # measured columns measured again; running the study starts nothing.
+  import shutil
+  shutil.rmtree(runs_dir)
+  assert sweep.report(STUDY, "cpu", runs, str(out)) == rows and len(measured) == 4
+  monkeypatch.setattr(sweep, "execute", lambda run: pytest.fail(f"retrained {run.workdir}"))
+  sweep.FLAGS.unparse_flags()
+  sweep.FLAGS(["x", f"--runs={runs_dir}", f"--out={out}", "--seeds=2", "--only=head16"])
+  try:
+    sweep.main_with(STUDY, os.path.join(REPO, "experiments", "tiny.py"))
+  finally:
+    sweep.FLAGS.unparse_flags()
+  assert "head16 seed 1: recorded in" in capsys.readouterr().out
+  # --only=head16 ran (here: skipped) head16 alone, and the report still has head8's rows.
+  assert [json.loads(l) for l in open(out / "results.jsonl")] == rows
+
+  # A recorded row counts only for the same run: another override, or a workdir that exists
+  # (here unfinished, to be resumed), is not stood in for; a corrupt record is one error.
+  changed = dataclasses.replace(STUDY, settings=(
+      sweep.Setting("head8", {"model.decode_head.channels": 12}), STUDY.settings[1]))
+  assert sorted(sweep.recorded(changed, "cpu", sweep.plan(changed, "cpu", str(runs_dir),
+                                                          seeds=2), str(out))) == [
+      ("head16", 0), ("head16", 1)]
+  os.makedirs(runs[0].workdir)
+  assert ("head8", 0) not in sweep.recorded(STUDY, "cpu", runs, str(out))
+  assert [(r["setting"], r["seed"]) for r in sweep.report(STUDY, "cpu", runs, str(out))] == [
+      ("head8", 1), ("head16", 0), ("head16", 1)]
+  with open(out / "results.jsonl", "a") as f:
+    f.write("{not json\n")
+  with pytest.raises(ConfigError, match=r"results.jsonl line 4 is not a results row"):
+    sweep.recorded(STUDY, "cpu", runs, str(out))
+
+
 def test_a_tiny_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
   runs_dir, out = tmp_path / "runs", tmp_path / "out"
   sweep.FLAGS.unparse_flags()

@@ -23,6 +23,11 @@ GFLOPs or speed); the script writes results.jsonl (one row per run), results.md 
 over seeds per setting, sample std) and PNG plots next to itself, <script dir>/<study>/<scale>/,
 and adds nothing by hand. `--scale=cpu` (default) is sized for this 2-core machine (each study
 <= ~45 min); `--scale=paper` is the study at full size, for accelerators.
+
+results.jsonl is also the study's record: a run whose workdir is gone (another machine, a
+new session, checkpoints deleted) but whose rows it holds, with the same config and
+overrides, counts as done and keeps its rows. So a study longer than one sitting runs in
+parts (`--only`, or stopped and restarted) and the report covers every setting with results.
 """
 import dataclasses
 import json
@@ -57,7 +62,8 @@ TOOLS = {
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("scale", "cpu", SCALES, "cpu: sized for a 2-core machine; paper: full size.")
 flags.DEFINE_integer("seeds", None, "Seeds per setting (default: the study's, >= 3).")
-flags.DEFINE_list("only", None, "Run and report only these setting labels.")
+flags.DEFINE_list("only", None, "Run only these setting labels (the report still covers every "
+                  "setting with results).")
 flags.DEFINE_bool("collect", False, "Report from finished runs only; start nothing.")
 flags.DEFINE_string("launch", "local", "local: run here, one after the other; "
                     "tpu:NAME:ZONE:ACCELERATOR: print the launch.sh lines instead.")
@@ -302,6 +308,17 @@ def measure(study: Study, run: Run, python: str = sys.executable) -> Dict[str, A
   return row
 
 
+def row_label(study: Study, run: Run, evaluation: Optional[Setting] = None) -> str:
+  """The `setting` of a run's row: its setting's label, or its evaluation protocol's."""
+  if evaluation is None:
+    return run.setting.label
+  return evaluation.label if len(study.settings) == 1 else f"{run.setting.label}:{evaluation.label}"
+
+
+def _row_overrides(run: Run) -> Dict[str, Any]:
+  return {k: v for k, v in run.overrides if k != "seed"}
+
+
 def result_row(study: Study, scale: str, run: Run,
                evaluation: Optional[Setting] = None) -> Dict[str, Any]:
   """One results.jsonl row, from the run's own eval_results.json (or, for an evaluation
@@ -311,12 +328,9 @@ def result_row(study: Study, scale: str, run: Run,
   with open(path) as f:
     saved = json.load(f)
   metrics = saved["metrics"]
-  label = run.setting.label
-  if evaluation is not None:
-    label = evaluation.label if len(study.settings) == 1 else f"{label}:{evaluation.label}"
-  row = {"study": study.name, "scale": scale, "setting": label, "seed": run.seed,
-         "step": saved["step"], "config": run.config,
-         "overrides": {k: v for k, v in run.overrides if k != "seed"}}
+  row = {"study": study.name, "scale": scale, "setting": row_label(study, run, evaluation),
+         "seed": run.seed, "step": saved["step"], "config": run.config,
+         "overrides": _row_overrides(run)}
   if evaluation is not None:
     row["evaluation"] = dict(evaluation.overrides)
     row["eval_seconds"] = metrics["seconds"]
@@ -327,6 +341,41 @@ def result_row(study: Study, scale: str, run: Run,
   if "wall_s" in timing:
     row["run_minutes"] = round(timing["wall_s"] / 60, 2)
   return row
+
+
+def recorded(study: Study, scale: str, runs: Sequence[Run],
+             out_dir: str) -> Dict[Tuple[str, int], List[Dict[str, Any]]]:
+  """The rows of an earlier report (<out_dir>/results.jsonl) of each run whose workdir is gone,
+  by (setting label, seed): all its rows there, with the same config and overrides.
+
+  A study's results outlive its workdirs: a fresh machine, or checkpoints deleted to free
+  the disk, neither retrains such a run nor drops it from the report, so a study longer than
+  one machine's session is run in parts. A workdir that exists is the truth (finished, or
+  resumed); to redo a run, delete its workdir and its rows."""
+  earlier: Dict[Tuple[str, int, str], Dict[str, Any]] = {}
+  try:
+    with open(os.path.join(out_dir, "results.jsonl")) as f:
+      for number, line in enumerate(f, 1):
+        try:
+          row = json.loads(line)
+          earlier[(row["setting"], row["seed"], row["scale"])] = row
+        except (ValueError, KeyError, TypeError) as e:
+          raise ConfigError(f"sweep: {f.name} line {number} is not a results row ({e!r}); "
+                            "fix or delete that line") from e
+  except FileNotFoundError:
+    return {}
+  found = {}
+  for run in runs:
+    if os.path.exists(run.workdir):
+      continue
+    rows = [earlier.get((row_label(study, run, e), run.seed, scale))
+            for e in (study.evaluations or (None,))]
+    # JSON turns tuples into lists: compare the overrides as they were written.
+    same = json.loads(json.dumps(_row_overrides(run)))
+    if all(r is not None and r["study"] == study.name and r["config"] == run.config
+           and r["overrides"] == same for r in rows):
+      found[(run.setting.label, run.seed)] = rows
+  return found
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -417,18 +466,22 @@ def plot(study: Study, table: Sequence[Dict[str, Any]], out_dir: str) -> List[st
 
 
 def report(study: Study, scale: str, runs: Sequence[Run], out_dir: str) -> List[Dict]:
-  """results.jsonl, results.md and the plots from the finished runs among `runs`."""
+  """results.jsonl, results.md and the plots from the finished runs among `runs`, and from
+  the recorded rows of those whose workdirs are gone (see `recorded`). The measured columns
+  are measured again where their cache is gone, so they all come from one machine."""
   rows = []
   measured: Dict[str, Dict[str, Any]] = {}
+  carried = recorded(study, scale, runs, out_dir)
   for run in runs:
-    if not finished(run.workdir):
-      continue
-    if run.setting.label not in measured:
+    if finished(run.workdir):
+      run_rows = [result_row(study, scale, run, evaluation)
+                  for evaluation in study.evaluations or (None,)
+                  if evaluation is None or os.path.exists(evaluation_path(run, evaluation))]
+    else:
+      run_rows = carried.get((run.setting.label, run.seed), [])
+    if run_rows and run.setting.label not in measured:
       measured[run.setting.label] = measure(study, run)
-    for evaluation in study.evaluations or (None,):
-      if evaluation is not None and not os.path.exists(evaluation_path(run, evaluation)):
-        continue
-      rows.append({**result_row(study, scale, run, evaluation), **measured[run.setting.label]})
+    rows.extend({**r, **measured.get(run.setting.label, {})} for r in run_rows)
   if not rows:
     raise RuntimeError(f"sweep: no finished run of {study.name!r} at scale {scale!r}")
   os.makedirs(out_dir, exist_ok=True)
@@ -462,16 +515,22 @@ def launch_lines(runs: Sequence[Run], launch: str,
 
 def main_with(study: Study, script: str) -> None:
   runs = plan(study, FLAGS.scale, FLAGS.runs, FLAGS.seeds, FLAGS.only, FLAGS.set)
+  every_run = plan(study, FLAGS.scale, FLAGS.runs, FLAGS.seeds, None, FLAGS.set)
   out_dir = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(script)), study.name,
                                       FLAGS.scale)
   if FLAGS.launch != "local":
     print("\n".join(launch_lines(runs, FLAGS.launch, study.evaluations)))
     return
   if not FLAGS.collect:
+    carried = recorded(study, FLAGS.scale, runs, out_dir)
     previous = signal.signal(signal.SIGTERM, _stop)
     for i, run in enumerate(runs):
       if finished(run.workdir):
         print(f"[{i + 1}/{len(runs)}] {run.setting.label} seed {run.seed}: finished", flush=True)
+        continue
+      if (run.setting.label, run.seed) in carried:
+        print(f"[{i + 1}/{len(runs)}] {run.setting.label} seed {run.seed}: recorded in "
+              f"{out_dir}/results.jsonl (its workdir is gone)", flush=True)
         continue
       print(f"[{i + 1}/{len(runs)}] {run.setting.label} seed {run.seed}: running "
             f"(log {run.log})", flush=True)
@@ -484,11 +543,13 @@ def main_with(study: Study, script: str) -> None:
       print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
     signal.signal(signal.SIGTERM, previous)
     for run in runs:
+      if (run.setting.label, run.seed) in carried:
+        continue
       for evaluation in study.evaluations:
         if not os.path.exists(evaluation_path(run, evaluation)):
           print(f"{run.setting.label} seed {run.seed}: evaluating {evaluation.label}", flush=True)
           evaluate(run, evaluation)
-  rows = report(study, FLAGS.scale, runs, out_dir)
+  rows = report(study, FLAGS.scale, every_run, out_dir)
   print(f"{len(rows)} run(s) reported in {out_dir}/results.md")
 
 
