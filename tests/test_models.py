@@ -57,14 +57,24 @@ def test_full_cityscapes_frame_shape():
   assert out.shape == (1, 256, 512, 19)
 
 
-@pytest.mark.parametrize("dilation", [1, 3])
-def test_depthwise_shift_equals_xla(dilation):
-  x = jax.random.normal(jax.random.key(1), (2, 9, 13, 6))
-  shift = layers.DepthwiseConv(3, impl="shift", dilation=dilation)
+@pytest.mark.parametrize("dilation,strides,multiplier", [
+    (1, 1, 1), (3, 1, 1), (1, 2, 1), (2, 2, 1), (1, 1, 6), (1, 2, 3)])
+def test_depthwise_shift_equals_xla(dilation, strides, multiplier):
+  x = jax.random.normal(jax.random.key(1), (2, 9, 13, 6))  # odd sizes: strided edges
+  kw = {"dilation": dilation, "strides": strides, "multiplier": multiplier}
+  shift = layers.DepthwiseConv(3, impl="shift", **kw)
   v = shift.init(jax.random.key(2), x)
   v = jax.tree.map(lambda p: p + 0.1, v)  # non-zero bias too
-  xla = layers.DepthwiseConv(3, impl="xla", dilation=dilation)
-  np.testing.assert_allclose(shift.apply(v, x), xla.apply(v, x), atol=1e-5)
+  xla = layers.DepthwiseConv(3, impl="xla", **kw)
+  # ... and both equal nn.Conv's grouped convolution (what ConvBNAct built before) on the same
+  # parameters: output channel g*m + j reads input channel g.
+  p = dilation  # 'same': dilation * (3 // 2)
+  ref = nn.Conv(6 * multiplier, (3, 3), strides=strides, padding=((p, p), (p, p)),
+                kernel_dilation=dilation, feature_group_count=6)
+  out = shift.apply(v, x)
+  assert out.shape == (2, (9 - 1) // strides + 1, (13 - 1) // strides + 1, 6 * multiplier)
+  np.testing.assert_allclose(out, xla.apply(v, x), atol=1e-5)
+  np.testing.assert_allclose(out, ref.apply(v, x), atol=1e-5)
   # ... and its gradient (the reason for "shift": XLA:CPU's grouped-conv backward is slow).
   grad = lambda m: jax.grad(lambda v: jnp.sum(m.apply(v, x) ** 2))(v)  # noqa: E731
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
