@@ -34,7 +34,8 @@ STUDY = sweep.Study(
                    "benchmark": ("--notrain", "--batch_size=1", "--config.eval.mode=whole",
                                  SIZE)},
     classes=("pole", "person", "bicycle"),
-    plots=(("eval_images_per_s", "mIoU"), ("gflops", "mIoU")))
+    plots=(("eval_images_per_s", "mIoU"), ("gflops", "mIoU")),
+    fronts={"eval_images_per_s": "higher", "gflops": "lower"})
 
 if __name__ == "__main__":
   sweep.main(STUDY)

@@ -53,6 +53,27 @@ def test_plan_names_every_run_and_merges_overrides(tmp_path):
   assert "train.num_steps" not in dict(paper[0].overrides)
 
 
+def test_pareto_front_keeps_the_settings_nothing_beats_on_both(tmp_path):
+  def row(name, speed, miou, std=0.01):
+    return {"setting": name, "n": 3, "img_s": (speed, 0.0), "mIoU": (miou, std)}
+  # fast: the fastest; best: the most accurate; tie: equal to best on both (neither beats the
+  # other); slow_good is beaten by best (faster and more accurate), mid by fast on speed only
+  # but not on mIoU, so mid stays; worse_twin is as fast as mid and less accurate.
+  table = [row("slow_good", 2.0, 0.25), row("fast", 9.6, 0.20), row("best", 5.3, 0.30),
+           row("tie", 5.3, 0.30), row("mid", 7.0, 0.22), row("worse_twin", 7.0, 0.21),
+           {"setting": "unmeasured", "n": 3, "mIoU": (0.9, 0.0)}]
+  front = sweep.pareto_front(table, "img_s", "mIoU", "higher")
+  assert [r["setting"] for r in front] == ["fast", "mid", "best", "tie"]
+  # x lower is better (GFLOPs): the same speeds read as costs reverse who wins on x.
+  front = sweep.pareto_front(table, "img_s", "mIoU", "lower")
+  assert [r["setting"] for r in front] == ["slow_good", "best", "tie"]
+  study = dataclasses.replace(STUDY, plots=(("img_s", "mIoU"),), fronts={"img_s": "higher"})
+  assert ("Pareto front of mIoU (higher) against img_s (higher), on the means: fast, mid, "
+          "best, tie." in sweep.markdown(study, "cpu", table))
+  assert [os.path.basename(p) for p in sweep.plot(study, table, str(tmp_path))] == [
+      "mIoU_vs_img_s.png"]
+
+
 def test_plan_refuses_a_bad_study(tmp_path):
   with pytest.raises(ConfigError, match="has no scale 'tpu'"):
     sweep.plan(STUDY, "tpu", str(tmp_path))
@@ -68,6 +89,9 @@ def test_plan_refuses_a_bad_study(tmp_path):
                "cpu", str(tmp_path))
   with pytest.raises(ConfigError, match="labels must be unique"):
     sweep.plan(twice, "cpu", str(tmp_path))
+  for fronts in ({"gflops": "smaller"}, {"params": "lower"}, {"setting": "higher"}):
+    with pytest.raises(ConfigError, match=r"fronts\[.*a front needs an x column of plots"):
+      sweep.plan(dataclasses.replace(STUDY, fronts=fronts), "cpu", str(tmp_path))
   unknown = sweep.Study("x", "", STUDY.scales, (sweep.Setting("a"),), measure=("flops",))
   with pytest.raises(ConfigError, match="measure 'flops'"):
     sweep.plan(unknown, "cpu", str(tmp_path))

@@ -107,6 +107,9 @@ class Study:
   # (`segjax.main --mode=evaluate`), and the rows are the evaluations, not the training runs.
   evaluations: Sequence[Setting] = ()
   plots: Sequence[Tuple[str, str]] = (("setting", "mIoU"),)  # (x column, y column)
+  # x columns of plots whose Pareto front (y higher is better) is drawn and listed in
+  # results.md, with x's better direction: {"eval_images_per_s": "higher", "gflops": "lower"}.
+  fronts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +177,11 @@ def plan(study: Study, scale: str, runs_dir: str, seeds: Optional[int] = None,
   if unused:
     raise ConfigError(f"study {study.name!r}: measure_flags for {unused}, which the study does "
                       f"not measure (measure={tuple(study.measure)})")
+  plotted = sorted({x for x, _ in study.plots} - {"setting"})
+  for x, better in study.fronts.items():
+    if better not in ("higher", "lower") or x not in plotted:
+      raise ConfigError(f"study {study.name!r}: fronts[{x!r}] = {better!r}; a front needs an x "
+                        f"column of plots ({plotted}) and 'higher' or 'lower'")
   base = study.scales[scale]
   forced = {}
   for item in extra:
@@ -416,6 +424,18 @@ def _cell(key: str, value: Tuple[float, float]) -> str:
   return text if math.isnan(std) or std == 0 else f"{text} ± {fmt.format(std * scale)}"
 
 
+def pareto_front(table: Sequence[Dict[str, Any]], x_key: str, y_key: str,
+                 better: str) -> List[Dict[str, Any]]:
+  """The rows of `table` (aggregate's) that no other row beats on both means: y higher, and x
+  higher or lower as `better` says; at least as good on both and better on one beats. Sorted
+  by x, best x first. Means only: the caller states the spread beside it."""
+  sign = 1.0 if better == "higher" else -1.0
+  points = [(sign * r[x_key][0], r[y_key][0], r) for r in table if x_key in r and y_key in r]
+  front = [p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q[:2] != p[:2]
+                                        for q in points)]
+  return [r for _, _, r in sorted(front, key=lambda p: -p[0])]
+
+
 def markdown(study: Study, scale: str, table: Sequence[Dict[str, Any]]) -> str:
   columns = [k for k in dict.fromkeys(k for r in table for k in r) if k not in ("setting", "n")]
   lines = [f"# {study.name} ({scale})", "", study.description.strip(), "",
@@ -427,12 +447,19 @@ def markdown(study: Study, scale: str, table: Sequence[Dict[str, Any]]) -> str:
   for r in table:
     cells = [_cell(k, r[k]) if k in r else "" for k in columns]
     lines.append(f"| {r['setting']} | {r['n']} | " + " | ".join(cells) + " |")
+  for x_key, y_key in study.plots:
+    if x_key in study.fronts:
+      front = pareto_front(table, x_key, y_key, study.fronts[x_key])
+      lines += ["", f"Pareto front of {y_key} (higher) against {x_key} "
+                f"({study.fronts[x_key]}), on the means: "
+                + ", ".join(r["setting"] for r in front) + "."]
   return "\n".join(lines) + "\n"
 
 
 def plot(study: Study, table: Sequence[Dict[str, Any]], out_dir: str) -> List[str]:
   """One PNG per (x, y) of study.plots: y's mean with std error bars against x (a column, or
-  "setting" for a labelled axis)."""
+  "setting" for a labelled axis), and a dashed line through the Pareto front where
+  study.fronts names x."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -453,6 +480,11 @@ def plot(study: Study, table: Sequence[Dict[str, Any]], out_dir: str) -> List[st
       ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=4)
       for x, y, r in zip(xs, ys, points):
         ax.annotate(r["setting"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+      if x_key in study.fronts:
+        front = pareto_front(points, x_key, y_key, study.fronts[x_key])
+        ax.plot([r[x_key][0] for r in front], [r[y_key][0] for r in front], "--", color="C1",
+                label="Pareto front")
+        ax.legend(fontsize=8)
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
     ax.set_title(study.name)
