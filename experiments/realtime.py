@@ -2,7 +2,7 @@
 mIoU against inference images/s at 512x1024 on this machine.
 
   python experiments/realtime.py                  # --scale=cpu: 14 x 3 runs (~4 h here)
-  python experiments/realtime.py --only=fast_scnn_city,stdc1_city --seeds=3
+  python experiments/realtime.py --only=fast_scnn,stdc1 --seeds=3
   python experiments/realtime.py --scale=paper --set=data.root=/data/cityscapes \
       --launch=tpu:NAME:ZONE:v4-8 --runs=gs://BUCKET/runs  # prints launch.sh lines
 

@@ -57,8 +57,9 @@ def test_pareto_front_keeps_the_settings_nothing_beats_on_both(tmp_path):
   def row(name, speed, miou, std=0.01):
     return {"setting": name, "n": 3, "img_s": (speed, 0.0), "mIoU": (miou, std)}
   # fast: the fastest; best: the most accurate; tie: equal to best on both (neither beats the
-  # other); slow_good is beaten by best (faster and more accurate), mid by fast on speed only
-  # but not on mIoU, so mid stays; worse_twin is as fast as mid and less accurate.
+  # other); slow_good is beaten by best (faster and more accurate); mid is slower than fast but
+  # more accurate, and faster than best, so it stays; worse_twin is as fast as mid and less
+  # accurate; unmeasured (no img_s) is left out.
   table = [row("slow_good", 2.0, 0.25), row("fast", 9.6, 0.20), row("best", 5.3, 0.30),
            row("tie", 5.3, 0.30), row("mid", 7.0, 0.22), row("worse_twin", 7.0, 0.21),
            {"setting": "unmeasured", "n": 3, "mIoU": (0.9, 0.0)}]
